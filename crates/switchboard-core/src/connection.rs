@@ -1,0 +1,333 @@
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::ConnectionId;
+use crate::message::SerializedMessage;
+use crate::protocol::Protocol;
+
+/// The default number of frames a connection's outbound queue holds.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
+
+/// What happens when a message arrives for a connection whose outbound queue
+/// is full (the client reads more slowly than messages are sent to it).
+///
+/// Fan-out never waits for one connection: whatever the policy, the sender
+/// moves on to the next connection at once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SlowConsumerPolicy {
+    /// Close the connection with a reason (the client can reconnect and
+    /// resynchronise). The default: a client that cannot keep up would
+    /// otherwise silently miss messages.
+    #[default]
+    Close,
+    /// Drop the message for this connection only and keep it open.
+    DropMessage,
+}
+
+/// Settings for a new [`Connection`].
+#[derive(Debug, Clone)]
+pub struct ConnectionOptions {
+    /// The connection's hub protocol.
+    pub protocol: Protocol,
+    /// The authenticated user, if any.
+    pub user: Option<String>,
+    /// Outbound queue capacity in frames (at least 1).
+    pub queue_capacity: usize,
+    /// What to do when the queue is full.
+    pub slow_consumer: SlowConsumerPolicy,
+}
+
+impl ConnectionOptions {
+    /// Options for a connection speaking `protocol`, with defaults otherwise.
+    pub fn new(protocol: Protocol) -> ConnectionOptions {
+        ConnectionOptions {
+            protocol,
+            user: None,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            slow_consumer: SlowConsumerPolicy::default(),
+        }
+    }
+
+    /// Sets the user.
+    pub fn user(mut self, user: impl Into<String>) -> Self {
+        self.user = Some(user.into());
+        self
+    }
+
+    /// Sets the outbound queue capacity.
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+        self.queue_capacity = capacity;
+        self
+    }
+
+    /// Sets the slow-consumer policy.
+    pub fn slow_consumer(mut self, policy: SlowConsumerPolicy) -> Self {
+        self.slow_consumer = policy;
+        self
+    }
+}
+
+/// The result of handing one frame to a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// The frame is in the connection's outbound queue.
+    Queued,
+    /// The queue was full; the frame was dropped (policy `DropMessage`).
+    DroppedFull,
+    /// The queue was full; the connection is now closing (policy `Close`).
+    ClosedSlow,
+    /// The connection is closed or its reader is gone; the frame was dropped.
+    Closed,
+    /// The message has no frame for this connection's protocol.
+    NoFrame,
+}
+
+/// One client connection as the lifetime manager sees it.
+///
+/// A cheap-to-clone handle: an id, an optional user, the connection's hub
+/// protocol, the sending half of a bounded outbound queue and a close
+/// signal. The transport adapter owns the matching [`ConnectionReceiver`]
+/// and writes queued frames to the socket.
+#[derive(Clone)]
+pub struct Connection {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Unique across servers; the key of every index the managers keep.
+    id: ConnectionId,
+    /// The user this connection belongs to; `send_user` reaches it.
+    user: Option<Arc<str>>,
+    /// Which frame of a [`SerializedMessage`] this connection receives.
+    protocol: Protocol,
+    /// Bounded: a client that stops reading costs at most `capacity` frames.
+    queue: mpsc::Sender<Bytes>,
+    /// Cancelled when the connection must close; the transport watches it.
+    closed: CancellationToken,
+    /// Why the connection was closed by the server, for the Close message.
+    close_reason: Mutex<Option<String>>,
+    /// Applied by `try_deliver` when the queue is full.
+    slow_consumer: SlowConsumerPolicy,
+}
+
+impl Connection {
+    /// Creates a connection with a new random id.
+    pub fn new(options: ConnectionOptions) -> (Connection, ConnectionReceiver) {
+        Connection::with_id(ConnectionId::random(), options)
+    }
+
+    /// Creates a connection with the given id (for transports that assign
+    /// their own ids; they must be unique and unguessable).
+    pub fn with_id(id: ConnectionId, options: ConnectionOptions) -> (Connection, ConnectionReceiver) {
+        let (queue, rx) = mpsc::channel(options.queue_capacity.max(1));
+        let closed = CancellationToken::new();
+        let connection = Connection {
+            inner: Arc::new(Inner {
+                id,
+                user: options.user.map(Arc::from),
+                protocol: options.protocol,
+                queue,
+                closed: closed.clone(),
+                close_reason: Mutex::new(None),
+                slow_consumer: options.slow_consumer,
+            }),
+        };
+        let receiver = ConnectionReceiver {
+            connection: connection.clone(),
+            rx,
+        };
+        (connection, receiver)
+    }
+
+    /// The connection's id.
+    pub fn id(&self) -> &ConnectionId {
+        &self.inner.id
+    }
+
+    /// The connection's user, if it has one.
+    pub fn user(&self) -> Option<&str> {
+        self.inner.user.as_deref()
+    }
+
+    /// The connection's hub protocol.
+    pub fn protocol(&self) -> Protocol {
+        self.inner.protocol
+    }
+
+    /// Queues the frame of `message` that matches this connection's protocol.
+    ///
+    /// Never waits: a full queue is handled by the slow-consumer policy.
+    pub fn deliver(&self, message: &SerializedMessage) -> Delivery {
+        match message.get(self.inner.protocol) {
+            Some(frame) => self.send_frame(frame.clone()),
+            None => Delivery::NoFrame,
+        }
+    }
+
+    /// Queues one already-framed message for this connection.
+    ///
+    /// Never waits: a full queue is handled by the slow-consumer policy.
+    pub fn send_frame(&self, frame: Bytes) -> Delivery {
+        if self.inner.closed.is_cancelled() {
+            return Delivery::Closed;
+        }
+        match self.inner.queue.try_send(frame) {
+            Ok(()) => Delivery::Queued,
+            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Closed,
+            Err(mpsc::error::TrySendError::Full(_)) => match self.inner.slow_consumer {
+                SlowConsumerPolicy::DropMessage => Delivery::DroppedFull,
+                SlowConsumerPolicy::Close => {
+                    if self.close("the client is not reading its messages fast enough") {
+                        tracing::warn!(connection_id = %self.inner.id, "closing slow connection: outbound queue full");
+                    }
+                    Delivery::ClosedSlow
+                }
+            },
+        }
+    }
+
+    /// Asks the transport to close the connection, recording `reason` (sent
+    /// to the client in the Close message). Returns `false` if it was
+    /// already closing, in which case the first reason is kept.
+    pub fn close(&self, reason: impl Into<String>) -> bool {
+        {
+            let mut slot = self.inner.close_reason.lock();
+            if self.inner.closed.is_cancelled() {
+                return false;
+            }
+            *slot = Some(reason.into());
+        }
+        self.inner.closed.cancel();
+        true
+    }
+
+    /// Whether the connection has been asked to close.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.is_cancelled()
+    }
+
+    /// Completes when the connection has been asked to close.
+    pub async fn closed(&self) {
+        self.inner.closed.cancelled().await;
+    }
+
+    /// Why the server closed the connection, if it did.
+    pub fn close_reason(&self) -> Option<String> {
+        self.inner.close_reason.lock().clone()
+    }
+
+    /// Whether two handles are the same connection.
+    pub fn ptr_eq(&self, other: &Connection) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.inner.id)
+            .field("user", &self.inner.user)
+            .field("protocol", &self.inner.protocol)
+            .field("closed", &self.inner.closed.is_cancelled())
+            .finish()
+    }
+}
+
+/// The receiving half of a connection's outbound queue, owned by the
+/// transport adapter, which writes each frame to the client.
+#[derive(Debug)]
+pub struct ConnectionReceiver {
+    connection: Connection,
+    rx: mpsc::Receiver<Bytes>,
+}
+
+impl ConnectionReceiver {
+    /// The next frame to write; `None` once the connection is closed and the
+    /// queue is drained of what was sent before the close.
+    pub async fn recv(&mut self) -> Option<Bytes> {
+        tokio::select! {
+            biased;
+            frame = self.rx.recv() => frame,
+            () = self.connection.closed() => self.rx.try_recv().ok(),
+        }
+    }
+
+    /// A frame if one is queued right now.
+    pub fn try_recv(&mut self) -> Option<Bytes> {
+        self.rx.try_recv().ok()
+    }
+
+    /// The connection this receiver belongs to.
+    pub fn connection(&self) -> &Connection {
+        &self.connection
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn frame(s: &'static str) -> Bytes {
+        Bytes::from_static(s.as_bytes())
+    }
+
+    #[tokio::test]
+    async fn frames_arrive_in_order() {
+        let (conn, mut rx) = Connection::new(ConnectionOptions::new(Protocol::Json));
+        assert_eq!(conn.send_frame(frame("a")), Delivery::Queued);
+        assert_eq!(conn.send_frame(frame("b")), Delivery::Queued);
+        assert_eq!(rx.recv().await.unwrap(), frame("a"));
+        assert_eq!(rx.recv().await.unwrap(), frame("b"));
+    }
+
+    #[tokio::test]
+    async fn full_queue_closes_by_default() {
+        let (conn, mut rx) =
+            Connection::new(ConnectionOptions::new(Protocol::Json).queue_capacity(1));
+        assert_eq!(conn.send_frame(frame("a")), Delivery::Queued);
+        assert_eq!(conn.send_frame(frame("b")), Delivery::ClosedSlow);
+        assert!(conn.is_closed());
+        assert!(conn.close_reason().unwrap().contains("not reading"));
+        assert_eq!(conn.send_frame(frame("c")), Delivery::Closed);
+        // What was queued before the close is still handed out, then the end.
+        assert_eq!(rx.recv().await.unwrap(), frame("a"));
+        assert!(rx.recv().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn full_queue_drops_with_drop_policy() {
+        let (conn, mut rx) = Connection::new(
+            ConnectionOptions::new(Protocol::Json)
+                .queue_capacity(1)
+                .slow_consumer(SlowConsumerPolicy::DropMessage),
+        );
+        assert_eq!(conn.send_frame(frame("a")), Delivery::Queued);
+        assert_eq!(conn.send_frame(frame("b")), Delivery::DroppedFull);
+        assert!(!conn.is_closed());
+        assert_eq!(rx.recv().await.unwrap(), frame("a"));
+        assert_eq!(conn.send_frame(frame("c")), Delivery::Queued);
+        assert_eq!(rx.recv().await.unwrap(), frame("c"));
+    }
+
+    #[test]
+    fn dropped_receiver_reports_closed() {
+        let (conn, rx) = Connection::new(ConnectionOptions::new(Protocol::Json));
+        drop(rx);
+        assert_eq!(conn.send_frame(frame("a")), Delivery::Closed);
+    }
+
+    #[test]
+    fn first_close_reason_wins() {
+        let (conn, _rx) = Connection::new(ConnectionOptions::new(Protocol::Json));
+        assert!(conn.close("first"));
+        assert!(!conn.close("second"));
+        assert_eq!(conn.close_reason().as_deref(), Some("first"));
+    }
+}

@@ -1,0 +1,116 @@
+use async_trait::async_trait;
+
+use crate::connection::Connection;
+use crate::error::Result;
+use crate::message::SerializedMessage;
+use crate::pending::{ClientResponse, InvokeOptions};
+use crate::protocol::Completion;
+use crate::stats::ManagerStats;
+use crate::ConnectionId;
+
+/// Tracks the connections of one hub and delivers messages to them, on this
+/// server or, for a backplane, on whichever server holds them.
+///
+/// The operations are those of ASP.NET Core SignalR's `HubLifetimeManager`.
+/// Transport adapters and the hub dispatcher hold it as
+/// `Arc<dyn HubLifetimeManager>`, so the in-memory manager and a backplane
+/// are interchangeable.
+///
+/// Messages arrive pre-serialized ([`SerializedMessage`]): one frame per hub
+/// protocol, encoded once by the sender and shared by every recipient.
+///
+/// Sends to a connection, group or user that does not exist succeed and
+/// deliver nothing, as in SignalR. Sends never wait for a slow connection:
+/// each connection's queue is bounded and its slow-consumer policy decides.
+#[async_trait]
+pub trait HubLifetimeManager: Send + Sync + std::fmt::Debug + 'static {
+    /// Registers a new connection (and its user). It receives messages once
+    /// this returns.
+    async fn on_connected(&self, connection: Connection) -> Result<()>;
+
+    /// Unregisters a connection: removes it from its groups and user, and
+    /// fails the client-result invocations still waiting on it with
+    /// "disconnected". Unknown ids are ignored.
+    async fn on_disconnected(&self, connection_id: &str) -> Result<()>;
+
+    /// Sends to every connection.
+    async fn send_all(&self, message: &SerializedMessage) -> Result<()>;
+
+    /// Sends to every connection but the excluded ones.
+    async fn send_all_except(
+        &self,
+        message: &SerializedMessage,
+        excluded: &[ConnectionId],
+    ) -> Result<()>;
+
+    /// Sends to one connection.
+    async fn send_connection(&self, connection_id: &str, message: &SerializedMessage)
+    -> Result<()>;
+
+    /// Sends to each of several connections.
+    async fn send_connections(
+        &self,
+        connection_ids: &[ConnectionId],
+        message: &SerializedMessage,
+    ) -> Result<()>;
+
+    /// Sends to the members of a group.
+    async fn send_group(&self, group: &str, message: &SerializedMessage) -> Result<()>;
+
+    /// Sends to the members of several groups (a connection in two of them
+    /// receives the message twice, as in SignalR).
+    async fn send_groups(&self, groups: &[String], message: &SerializedMessage) -> Result<()>;
+
+    /// Sends to the members of a group but the excluded ones.
+    async fn send_group_except(
+        &self,
+        group: &str,
+        message: &SerializedMessage,
+        excluded: &[ConnectionId],
+    ) -> Result<()>;
+
+    /// Sends to every connection of a user.
+    async fn send_user(&self, user: &str, message: &SerializedMessage) -> Result<()>;
+
+    /// Sends to every connection of several users.
+    async fn send_users(&self, users: &[String], message: &SerializedMessage) -> Result<()>;
+
+    /// Adds a connection, wherever it is, to a group. Adding twice is a
+    /// no-op. A connection that exists nowhere is
+    /// [`Error::ConnectionNotFound`](crate::Error::ConnectionNotFound).
+    async fn add_to_group(&self, connection_id: &str, group: &str) -> Result<()>;
+
+    /// Removes a connection, wherever it is, from a group. Removing a
+    /// connection that is not a member succeeds.
+    async fn remove_from_group(&self, connection_id: &str, group: &str) -> Result<()>;
+
+    /// Sends `message`, an invocation carrying `invocation_id`, to one
+    /// connection and waits for the client's Completion (a client result).
+    ///
+    /// Fails at once with
+    /// [`Error::ConnectionNotFound`](crate::Error::ConnectionNotFound) when
+    /// no server holds the connection; with
+    /// [`Error::ConnectionDisconnected`](crate::Error::ConnectionDisconnected)
+    /// when it closes before answering; with
+    /// [`Error::ClientError`](crate::Error::ClientError) when the client
+    /// answers with an error; and per `options` on timeout or cancellation.
+    async fn invoke_connection(
+        &self,
+        connection_id: &str,
+        invocation_id: &str,
+        message: &SerializedMessage,
+        options: InvokeOptions,
+    ) -> Result<ClientResponse>;
+
+    /// Hands in a Completion that `connection_id` sent for a client-result
+    /// invocation. A completion for an unknown invocation, or from another
+    /// connection than the one invoked, is an error and changes nothing.
+    async fn set_connection_result(&self, connection_id: &str, completion: Completion)
+    -> Result<()>;
+
+    /// The connection with this id, if it is held by this server.
+    fn local_connection(&self, connection_id: &str) -> Option<Connection>;
+
+    /// The manager's counters.
+    fn stats(&self) -> ManagerStats;
+}

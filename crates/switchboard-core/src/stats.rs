@@ -1,0 +1,76 @@
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::connection::Delivery;
+
+/// Counters a lifetime manager keeps, as read by
+/// [`HubLifetimeManager::stats`](crate::HubLifetimeManager::stats).
+///
+/// Counters only grow. Backplane counters stay zero for managers without a
+/// backplane.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ManagerStats {
+    /// Connections currently registered on this server.
+    pub connections: usize,
+    /// Frames put into connection queues.
+    pub delivered: u64,
+    /// Frames dropped because a queue was full (policy `DropMessage`).
+    pub dropped_full: u64,
+    /// Connections closed because their queue was full (policy `Close`).
+    pub closed_slow: u64,
+    /// Frames dropped because the connection was already closed.
+    pub dropped_closed: u64,
+    /// Frames dropped because the message had no encoding for the
+    /// connection's protocol.
+    pub dropped_no_frame: u64,
+    /// Messages published on the backplane.
+    pub backplane_published: u64,
+    /// Messages received from the backplane and accepted.
+    pub backplane_received: u64,
+    /// Messages received from the backplane that could not be decoded
+    /// (garbage, truncated, unknown kind, wrong kind for the channel).
+    pub backplane_malformed: u64,
+    /// Messages received from the backplane over the size limit.
+    pub backplane_oversize: u64,
+    /// Messages the backplane client dropped before we could read them.
+    pub backplane_lagged: u64,
+    /// Publishes that failed (backplane unavailable or erroring).
+    pub backplane_publish_errors: u64,
+}
+
+/// Delivery counters, updated without locks from fan-out.
+#[derive(Debug, Default)]
+pub(crate) struct DeliveryCounters {
+    delivered: AtomicU64,
+    dropped_full: AtomicU64,
+    closed_slow: AtomicU64,
+    dropped_closed: AtomicU64,
+    dropped_no_frame: AtomicU64,
+}
+
+impl DeliveryCounters {
+    pub(crate) fn record(&self, delivery: Delivery) {
+        let counter = match delivery {
+            Delivery::Queued => &self.delivered,
+            Delivery::DroppedFull => &self.dropped_full,
+            Delivery::ClosedSlow => &self.closed_slow,
+            Delivery::Closed => &self.dropped_closed,
+            Delivery::NoFrame => &self.dropped_no_frame,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_delivered(&self, n: u64) {
+        if n > 0 {
+            self.delivered.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn fill(&self, stats: &mut ManagerStats) {
+        stats.delivered = self.delivered.load(Ordering::Relaxed);
+        stats.dropped_full = self.dropped_full.load(Ordering::Relaxed);
+        stats.closed_slow = self.closed_slow.load(Ordering::Relaxed);
+        stats.dropped_closed = self.dropped_closed.load(Ordering::Relaxed);
+        stats.dropped_no_frame = self.dropped_no_frame.load(Ordering::Relaxed);
+    }
+}

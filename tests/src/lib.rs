@@ -1,0 +1,172 @@
+//! Cross-crate scenarios for switchboard.
+//!
+//! [`conformance`] holds the behaviour every lifetime manager must show,
+//! written once, generic over a [`Backend`] that makes manager instances
+//! ("servers"); `tests/conformance.rs` runs the bodies against each manager.
+//! [`TestClient`] plays a client: a registered connection whose outbound
+//! queue the test reads.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+pub mod conformance;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use serde_json::Value;
+use switchboard_core::protocol::{Completion, HubMessage, Outcome, Protocol};
+use switchboard_core::{
+    Connection, ConnectionId, ConnectionOptions, ConnectionReceiver, HubLifetimeManager,
+};
+
+/// How long a test waits for a message that must arrive.
+pub const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a test waits to be confident that nothing arrives.
+pub const SILENCE: Duration = Duration::from_millis(300);
+
+/// Makes lifetime-manager instances for the conformance bodies.
+///
+/// Every instance made by one backend belongs to the same cluster: a
+/// message sent on one reaches connections on the others.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// A new server in the cluster.
+    async fn server(&self) -> Arc<dyn HubLifetimeManager>;
+
+    /// Waits until changes made on one server are visible to the others
+    /// (subscriptions propagated). The in-memory backend has nothing to wait for.
+    async fn settle(&self) {}
+}
+
+/// The in-memory manager: one server.
+#[derive(Debug, Default)]
+pub struct MemoryBackend;
+
+#[async_trait]
+impl Backend for MemoryBackend {
+    async fn server(&self) -> Arc<dyn HubLifetimeManager> {
+        Arc::new(switchboard_core::InMemoryHubLifetimeManager::new())
+    }
+}
+
+/// An invocation a test client received.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Received {
+    pub target: String,
+    pub arguments: Vec<Value>,
+    pub invocation_id: Option<String>,
+}
+
+/// A connection registered with a manager, with its outbound queue.
+#[derive(Debug)]
+pub struct TestClient {
+    pub connection: Connection,
+    pub outbound: ConnectionReceiver,
+}
+
+impl TestClient {
+    /// A JSON connection without a user, registered on `manager`.
+    pub async fn connect(manager: &Arc<dyn HubLifetimeManager>) -> TestClient {
+        Self::connect_with(manager, ConnectionOptions::new(Protocol::Json)).await
+    }
+
+    /// A JSON connection of `user`, registered on `manager`.
+    pub async fn connect_user(manager: &Arc<dyn HubLifetimeManager>, user: &str) -> TestClient {
+        Self::connect_with(manager, ConnectionOptions::new(Protocol::Json).user(user)).await
+    }
+
+    /// A connection with the given options, registered on `manager`.
+    pub async fn connect_with(
+        manager: &Arc<dyn HubLifetimeManager>,
+        options: ConnectionOptions,
+    ) -> TestClient {
+        let (connection, outbound) = Connection::new(options);
+        manager.on_connected(connection.clone()).await.unwrap();
+        TestClient {
+            connection,
+            outbound,
+        }
+    }
+
+    pub fn id(&self) -> &ConnectionId {
+        self.connection.id()
+    }
+
+    pub fn protocol(&self) -> Protocol {
+        self.connection.protocol()
+    }
+
+    /// The next raw frame, or a panic after [`ARRIVAL_TIMEOUT`].
+    pub async fn recv_frame(&mut self) -> bytes::Bytes {
+        match tokio::time::timeout(ARRIVAL_TIMEOUT, self.outbound.recv()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => panic!("connection {} closed while a message was expected", self.id()),
+            Err(_) => panic!("no message reached connection {} within {ARRIVAL_TIMEOUT:?}", self.id()),
+        }
+    }
+
+    /// The next message, decoded, which must be an invocation.
+    pub async fn recv(&mut self) -> Received {
+        let frame = self.recv_frame().await;
+        let mut buf = BytesMut::from(&frame[..]);
+        let message = self
+            .protocol()
+            .parse_message(&mut buf, usize::MAX)
+            .unwrap()
+            .expect("a complete frame");
+        assert!(buf.is_empty(), "one frame holds exactly one message");
+        match message {
+            HubMessage::Invocation(invocation) => Received {
+                target: invocation.target,
+                arguments: invocation
+                    .arguments
+                    .iter()
+                    .map(|a| a.deserialize::<Value>().unwrap())
+                    .collect(),
+                invocation_id: invocation.invocation_id,
+            },
+            other => panic!("expected an invocation, got {other:?}"),
+        }
+    }
+
+    /// Asserts that no message arrives within [`SILENCE`].
+    pub async fn assert_nothing(&mut self) {
+        if let Ok(Some(frame)) = tokio::time::timeout(SILENCE, self.outbound.recv()).await {
+            panic!(
+                "connection {} received an unexpected message: {}",
+                self.id(),
+                String::from_utf8_lossy(&frame)
+            );
+        }
+    }
+
+    /// Answers a client-result invocation with a value.
+    pub fn completion<T: serde::Serialize>(&self, invocation_id: &str, value: &T) -> Completion {
+        Completion {
+            invocation_id: invocation_id.to_owned(),
+            outcome: Outcome::Value(self.protocol().encode_value(value).unwrap()),
+        }
+    }
+
+    /// Answers a client-result invocation with an error.
+    pub fn error_completion(&self, invocation_id: &str, error: &str) -> Completion {
+        Completion {
+            invocation_id: invocation_id.to_owned(),
+            outcome: Outcome::Error(error.to_owned()),
+        }
+    }
+}
+
+/// A JSON-and-MessagePack invocation of `target` with `arguments`.
+pub fn message<A: serde::Serialize>(target: &str, arguments: A) -> switchboard_core::SerializedMessage {
+    switchboard_core::SerializedMessage::invocation(&Protocol::ALL, target, &arguments).unwrap()
+}
+
+/// Runs `future`, failing the test if it takes longer than [`ARRIVAL_TIMEOUT`].
+pub async fn within<F: std::future::Future>(future: F) -> F::Output {
+    tokio::time::timeout(ARRIVAL_TIMEOUT, future)
+        .await
+        .expect("the operation did not finish in time")
+}

@@ -1,0 +1,327 @@
+//! `cargo xtask test`: the lints, then every test tier against a private redis-server.
+//!
+//! The run is a list of [`Step`]s. Each runs even when an earlier one failed (a formatting slip
+//! should not hide a failing test), and each gets one line in the closing summary. Steps that
+//! need redis start it the first time one of them comes up; if it cannot start, they are
+//! reported as skipped.
+
+use std::{
+    ffi::OsString,
+    fmt,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use crate::redis::{self, RedisServer};
+
+/// What `cargo xtask test` was asked to do.
+#[derive(Debug)]
+pub(crate) struct Options {
+    /// Run `cargo fmt --check` and `cargo clippy` before the tests.
+    pub(crate) lint: bool,
+    /// Extra arguments appended to every `cargo test` command.
+    pub(crate) cargo_test_args: Vec<OsString>,
+}
+
+/// One command of the run, reported as one line of the summary.
+#[derive(Debug)]
+struct Step {
+    /// The short name shown in the header and the summary.
+    name: &'static str,
+    /// The program to run.
+    program: OsString,
+    /// Its arguments.
+    args: Vec<OsString>,
+    /// Whether it needs the redis-server: if so it runs with [`redis::URL_ENV`] and
+    /// [`redis::SERVER_ENV`] set, and is skipped if the server could not start.
+    needs_redis: bool,
+}
+
+impl Step {
+    /// A cargo command (run with the cargo that runs xtask) that needs no redis-server.
+    fn cargo(name: &'static str, args: &[&str]) -> Self {
+        Step {
+            name,
+            program: crate::cargo(),
+            args: args.iter().map(OsString::from).collect(),
+            needs_redis: false,
+        }
+    }
+
+    /// Marks the step as needing the redis-server.
+    fn with_redis(mut self) -> Self {
+        self.needs_redis = true;
+        self
+    }
+
+    /// Appends `args` to the command line.
+    fn with_args(mut self, args: &[OsString]) -> Self {
+        self.args.extend_from_slice(args);
+        self
+    }
+}
+
+impl fmt::Display for Step {
+    /// The command line, for the step's header.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Show `cargo` rather than the full path of the toolchain's cargo.
+        if self.program == crate::cargo() {
+            f.write_str("cargo")?;
+        } else {
+            f.write_str(&self.program.to_string_lossy())?;
+        }
+        for arg in &self.args {
+            let arg = arg.to_string_lossy();
+            if arg.is_empty() || arg.contains(char::is_whitespace) {
+                write!(f, " {arg:?}")?;
+            } else {
+                write!(f, " {arg}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The lint steps: formatting and clippy with warnings denied, over the whole workspace.
+fn lint_steps() -> Vec<Step> {
+    vec![
+        Step::cargo("fmt", &["fmt", "--all", "--", "--check"]),
+        Step::cargo(
+            "clippy",
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
+    ]
+}
+
+/// The tiers cargo's own test runner drives: unit, integration and real-redis tests (benches and
+/// examples are compiled by `--all-targets`), then doc tests, which `--all-targets` leaves out.
+fn cargo_test_tiers(extra: &[OsString]) -> Vec<Step> {
+    vec![
+        Step::cargo("test", &["test", "--workspace", "--all-targets"])
+            .with_args(extra)
+            .with_redis(),
+        Step::cargo("doctest", &["test", "--workspace", "--doc"])
+            .with_args(extra)
+            .with_redis(),
+    ]
+}
+
+/// Tiers that run outside cargo's test runner, after the cargo tiers and against the same
+/// redis-server: whole-system checks such as the interop suite with the official JS client
+/// (an npm project) go here, each a [`Step`] marked [`Step::with_redis`]. There are none yet.
+fn external_tiers() -> Vec<Step> {
+    Vec::new()
+}
+
+/// Every step of the run, in order.
+fn plan(options: &Options) -> Vec<Step> {
+    let mut steps = Vec::new();
+    if options.lint {
+        steps.extend(lint_steps());
+    }
+    steps.extend(cargo_test_tiers(&options.cargo_test_args));
+    steps.extend(external_tiers());
+    steps
+}
+
+/// How one step ended.
+#[derive(Debug)]
+enum Outcome {
+    /// It succeeded.
+    Ok,
+    /// It failed; the text says how (an exit status, or why it could not run).
+    Failed(String),
+    /// It did not run because the redis-server it needs could not start.
+    Skipped,
+}
+
+/// One line of the summary.
+#[derive(Debug)]
+struct Record {
+    /// The step's name.
+    name: &'static str,
+    /// How it ended.
+    outcome: Outcome,
+    /// How long it took.
+    elapsed: Duration,
+}
+
+/// Runs `cargo xtask test`: every step, then the summary. Fails if any step failed.
+pub(crate) fn run(options: &Options) -> Result<(), String> {
+    let steps = plan(options);
+    let needs_redis = steps.iter().any(|step| step.needs_redis);
+    let total = steps.len() + usize::from(needs_redis);
+    let mut records = Vec::with_capacity(total);
+    // Started on first need; `Err` once startup has failed, so it is not tried again.
+    let mut server: Option<Result<RedisServer, ()>> = None;
+
+    for step in steps {
+        let mut env = Vec::new();
+        if step.needs_redis {
+            let server = server.get_or_insert_with(|| start_redis(&mut records, total));
+            match server {
+                Ok(server) => env.extend(server.env()),
+                Err(()) => {
+                    records.push(Record {
+                        name: step.name,
+                        outcome: Outcome::Skipped,
+                        elapsed: Duration::ZERO,
+                    });
+                    continue;
+                }
+            }
+        }
+        header(records.len() + 1, total, step.name, &step.to_string());
+        let started = Instant::now();
+        let outcome = match Command::new(&step.program)
+            .args(&step.args)
+            .envs(env)
+            .current_dir(crate::project_root())
+            .status()
+        {
+            Ok(status) if status.success() => Outcome::Ok,
+            Ok(status) => Outcome::Failed(status.to_string()),
+            Err(err) => Outcome::Failed(format!("could not run it: {err}")),
+        };
+        records.push(Record {
+            name: step.name,
+            outcome,
+            elapsed: started.elapsed(),
+        });
+    }
+
+    // Stop redis before the summary, so that the summary is the last thing printed.
+    if let Some(Ok(server)) = server {
+        let pid = server.pid();
+        drop(server);
+        println!("\nxtask: stopped redis-server (pid {pid})");
+    }
+    summarize(&records)
+}
+
+/// Finds or installs redis-server and starts it, recording the outcome as a step of its own.
+fn start_redis(records: &mut Vec<Record>, total: usize) -> Result<RedisServer, ()> {
+    header(
+        records.len() + 1,
+        total,
+        "redis-server",
+        "find or install redis-server, start it on a free loopback port",
+    );
+    let started = Instant::now();
+    let result = redis::find_or_install()
+        .and_then(|binary| RedisServer::start(&binary, &crate::xtask_dir()));
+    let outcome = match &result {
+        Ok(server) => {
+            println!(
+                "xtask: {} is running at {} (pid {}, log {})",
+                server.binary().display(),
+                server.url(),
+                server.pid(),
+                server.log().display()
+            );
+            Outcome::Ok
+        }
+        Err(message) => {
+            eprintln!("xtask: error: {message}");
+            Outcome::Failed("could not start it".to_owned())
+        }
+    };
+    records.push(Record {
+        name: "redis-server",
+        outcome,
+        elapsed: started.elapsed(),
+    });
+    result.map_err(drop)
+}
+
+/// Prints the banner that opens a step.
+fn header(number: usize, total: usize, name: &str, what: &str) {
+    println!("\n==> [{number}/{total}] {name}: {what}");
+}
+
+/// Prints one line per step and returns an error if any step failed.
+fn summarize(records: &[Record]) -> Result<(), String> {
+    println!("\n==> summary");
+    let width = records
+        .iter()
+        .map(|record| record.name.len())
+        .max()
+        .unwrap_or(0);
+    for record in records {
+        let (status, detail) = match &record.outcome {
+            Outcome::Ok => ("ok", String::new()),
+            Outcome::Failed(why) => ("FAILED", format!("  ({why})")),
+            Outcome::Skipped => ("skipped", "  (needs redis-server)".to_owned()),
+        };
+        println!(
+            "    {status:<7}  {name:<width$}  {secs:>7.1} s{detail}",
+            name = record.name,
+            secs = record.elapsed.as_secs_f64(),
+        );
+    }
+    let failed = records
+        .iter()
+        .filter(|record| !matches!(record.outcome, Outcome::Ok))
+        .count();
+    if failed == 0 {
+        println!("\nxtask: all {} steps passed", records.len());
+        Ok(())
+    } else {
+        Err(format!(
+            "{failed} of {} steps failed or were skipped",
+            records.len()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_lints_first_then_runs_redis_tiers() {
+        let options = Options {
+            lint: true,
+            cargo_test_args: vec![OsString::from("--nocapture")],
+        };
+        let steps = plan(&options);
+        let names: Vec<_> = steps.iter().map(|step| step.name).collect();
+        assert_eq!(names, ["fmt", "clippy", "test", "doctest"]);
+        assert!(steps[..2].iter().all(|step| !step.needs_redis));
+        assert!(steps[2..].iter().all(|step| step.needs_redis));
+        assert!(
+            steps[2..]
+                .iter()
+                .all(|step| step.args.last() == Some(&OsString::from("--nocapture")))
+        );
+    }
+
+    #[test]
+    fn no_lint_drops_only_the_lint_steps() {
+        let options = Options {
+            lint: false,
+            cargo_test_args: Vec::new(),
+        };
+        let names: Vec<_> = plan(&options).iter().map(|step| step.name).collect();
+        assert_eq!(names, ["test", "doctest"]);
+    }
+
+    #[test]
+    fn a_failed_or_skipped_step_fails_the_run() {
+        let record = |outcome| Record {
+            name: "x",
+            outcome,
+            elapsed: Duration::ZERO,
+        };
+        assert!(summarize(&[record(Outcome::Ok)]).is_ok());
+        assert!(summarize(&[record(Outcome::Ok), record(Outcome::Failed("1".into()))]).is_err());
+        assert!(summarize(&[record(Outcome::Skipped)]).is_err());
+    }
+}
