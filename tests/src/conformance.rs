@@ -55,7 +55,10 @@ pub async fn send_all_reaches_every_connection(backend: &dyn Backend) {
     let mut b = TestClient::connect(&server).await;
     backend.settle().await;
 
-    server.send_all(&message("hello", ("world",))).await.unwrap();
+    server
+        .send_all(&message("hello", ("world",)))
+        .await
+        .unwrap();
 
     for client in [&mut a, &mut b] {
         let received = client.recv().await;
@@ -73,7 +76,10 @@ pub async fn send_all_skips_disconnected_connection(backend: &dyn Backend) {
     server.on_disconnected(b.id()).await.unwrap();
     backend.settle().await;
 
-    server.send_all(&message("hello", ("world",))).await.unwrap();
+    server
+        .send_all(&message("hello", ("world",)))
+        .await
+        .unwrap();
 
     assert_eq!(a.recv().await.target, "hello");
     b.assert_nothing().await;
@@ -87,7 +93,10 @@ pub async fn send_group_reaches_only_members(backend: &dyn Backend) {
     server.add_to_group(member.id(), "gunit").await.unwrap();
     backend.settle().await;
 
-    server.send_group("gunit", &message("hello", ("world",))).await.unwrap();
+    server
+        .send_group("gunit", &message("hello", ("world",)))
+        .await
+        .unwrap();
 
     assert_eq!(member.recv().await.arguments, vec![json!("world")]);
     outsider.assert_nothing().await;
@@ -155,7 +164,10 @@ pub async fn client_result_error_surfaces(backend: &dyn Backend) {
     let pending = invoke(&server, &ids, client.id(), InvokeOptions::default());
     let id = received_invocation_id(&mut client).await;
     server
-        .set_connection_result(client.id(), client.error_completion(&id, "Error from client"))
+        .set_connection_result(
+            client.id(),
+            client.error_completion(&id, "Error from client"),
+        )
         .await
         .unwrap();
 
@@ -287,13 +299,19 @@ pub async fn client_result_cancelled_by_caller(backend: &dyn Backend) {
     );
     let id = received_invocation_id(&mut client).await;
     cancel.cancel();
-    assert!(matches!(within(pending).await.unwrap(), Err(Error::Canceled)));
+    assert!(matches!(
+        within(pending).await.unwrap(),
+        Err(Error::Canceled)
+    ));
 
     // The late answer finds nobody waiting: refused, nothing breaks.
     let late = server
         .set_connection_result(client.id(), client.completion(&id, &10))
         .await;
-    assert!(late.is_err(), "a late answer must not be accepted: {late:?}");
+    assert!(
+        late.is_err(),
+        "a late answer must not be accepted: {late:?}"
+    );
 
     // The connection still works.
     server
@@ -321,4 +339,495 @@ pub async fn client_result_times_out(backend: &dyn Backend) {
         within(pending).await.unwrap(),
         Err(Error::ClientResultTimeout { .. })
     ));
+}
+
+// --------------------------------------------------------------- two servers
+
+/// Two servers of one backend.
+async fn two(backend: &dyn Backend) -> (Arc<dyn HubLifetimeManager>, Arc<dyn HubLifetimeManager>) {
+    (backend.server().await, backend.server().await)
+}
+
+/// A registered connection whose client stopped reading: its queue's
+/// receiving side is gone, so every write to it fails.
+async fn broken_connection(server: &Arc<dyn HubLifetimeManager>) -> switchboard_core::Connection {
+    let (connection, outbound) = switchboard_core::Connection::new(
+        switchboard_core::ConnectionOptions::new(switchboard_core::protocol::Protocol::Json),
+    );
+    drop(outbound);
+    server.on_connected(connection.clone()).await.unwrap();
+    connection
+}
+
+/// Scale-out 1. send_all from one server reaches connections on the other.
+pub async fn scaleout_send_all_reaches_other_server(backend: &dyn Backend) {
+    let (s1, s2) = two(backend).await;
+    let mut a = TestClient::connect(&s1).await;
+    let mut b = TestClient::connect(&s2).await;
+
+    s1.send_all(&message("hello", ("world",))).await.unwrap();
+
+    assert_eq!(a.recv().await.arguments, vec![json!("world")]);
+    assert_eq!(b.recv().await.arguments, vec![json!("world")]);
+}
+
+/// Scale-out 2. ...but not a connection on the other server that disconnected.
+pub async fn scaleout_send_all_skips_disconnected_remote(backend: &dyn Backend) {
+    let (s1, s2) = two(backend).await;
+    let mut a = TestClient::connect(&s2).await;
+    let mut b = TestClient::connect(&s2).await;
+    s2.on_disconnected(b.id()).await.unwrap();
+
+    s1.send_all(&message("hello", ("world",))).await.unwrap();
+
+    assert_eq!(a.recv().await.target, "hello");
+    b.assert_nothing().await;
+}
+
+/// Scale-out 3. send_connection from the server without the connection reaches it.
+pub async fn scaleout_send_connection_reaches_remote(backend: &dyn Backend) {
+    let (s1, s2) = two(backend).await;
+    let mut remote = TestClient::connect(&s2).await;
+    let mut other = TestClient::connect(&s2).await;
+
+    s1.send_connection(remote.id(), &message("hello", ("world",)))
+        .await
+        .unwrap();
+
+    assert_eq!(remote.recv().await.arguments, vec![json!("world")]);
+    other.assert_nothing().await;
+}
+
+/// Scale-out 4. send_group from the server without members reaches members on the other.
+pub async fn scaleout_send_group_reaches_remote_members(backend: &dyn Backend) {
+    let (s1, s2) = two(backend).await;
+    let mut member = TestClient::connect(&s2).await;
+    let mut outsider = TestClient::connect(&s2).await;
+    s2.add_to_group(member.id(), "name").await.unwrap();
+
+    s1.send_group("name", &message("hello", ("world",)))
+        .await
+        .unwrap();
+
+    assert_eq!(member.recv().await.arguments, vec![json!("world")]);
+    outsider.assert_nothing().await;
+}
+
+/// Scale-out 5. Disconnect removes the connection from its groups everywhere.
+pub async fn scaleout_disconnect_removes_from_groups(backend: &dyn Backend) {
+    let (s1, s2) = two(backend).await;
+    let mut leaving = TestClient::connect(&s2).await;
+    s1.add_to_group(leaving.id(), "name").await.unwrap();
+    s2.on_disconnected(leaving.id()).await.unwrap();
+
+    s1.send_group("name", &message("hello", ("world",)))
+        .await
+        .unwrap();
+    leaving.assert_nothing().await;
+
+    // The group still works for a new member on the same server.
+    let mut joining = TestClient::connect(&s2).await;
+    s1.add_to_group(joining.id(), "name").await.unwrap();
+    s1.send_group("name", &message("hello", ("again",)))
+        .await
+        .unwrap();
+    assert_eq!(joining.recv().await.arguments, vec![json!("again")]);
+    leaving.assert_nothing().await;
+}
+
+/// Scale-out 6. Removing a local connection from a group it is not in succeeds quietly.
+pub async fn scaleout_remove_local_non_member_is_quiet(backend: &dyn Backend) {
+    let (s1, _s2) = two(backend).await;
+    let client = TestClient::connect(&s1).await;
+    within(s1.remove_from_group(client.id(), "name"))
+        .await
+        .unwrap();
+}
+
+/// Scale-out 7. Same for a connection on the other server: the owner still answers.
+pub async fn scaleout_remove_remote_non_member_is_quiet(backend: &dyn Backend) {
+    let (s1, s2) = two(backend).await;
+    let client = TestClient::connect(&s2).await;
+    within(s1.remove_from_group(client.id(), "name"))
+        .await
+        .unwrap();
+}
+
+/// Scale-out 8. add_to_group for a connection on the other server works.
+pub async fn scaleout_add_remote_connection_to_group(backend: &dyn Backend) {
+    let (s1, s2) = two(backend).await;
+    let mut client = TestClient::connect(&s2).await;
+    within(s1.add_to_group(client.id(), "name")).await.unwrap();
+
+    s1.send_group("name", &message("hello", ("from 1",)))
+        .await
+        .unwrap();
+    assert_eq!(client.recv().await.arguments, vec![json!("from 1")]);
+    s2.send_group("name", &message("hello", ("from 2",)))
+        .await
+        .unwrap();
+    assert_eq!(client.recv().await.arguments, vec![json!("from 2")]);
+}
+
+/// Scale-out 9. Adding a local connection twice delivers each group message once.
+pub async fn scaleout_add_local_twice_delivers_once(backend: &dyn Backend) {
+    let (s1, s2) = two(backend).await;
+    let mut client = TestClient::connect(&s1).await;
+    s1.add_to_group(client.id(), "name").await.unwrap();
+    s1.add_to_group(client.id(), "name").await.unwrap();
+
+    s2.send_group("name", &message("hello", ("world",)))
+        .await
+        .unwrap();
+    assert_eq!(client.recv().await.target, "hello");
+    client.assert_nothing().await;
+}
+
+/// Scale-out 10. Adding locally then remotely still delivers once.
+pub async fn scaleout_add_local_then_remote_delivers_once(backend: &dyn Backend) {
+    let (s1, s2) = two(backend).await;
+    let mut client = TestClient::connect(&s1).await;
+    s1.add_to_group(client.id(), "name").await.unwrap();
+    s2.add_to_group(client.id(), "name").await.unwrap();
+
+    s2.send_group("name", &message("hello", ("world",)))
+        .await
+        .unwrap();
+    assert_eq!(client.recv().await.target, "hello");
+    client.assert_nothing().await;
+}
+
+/// Scale-out 11. remove_from_group for a connection on the other server stops delivery.
+pub async fn scaleout_remove_remote_connection_from_group(backend: &dyn Backend) {
+    let (s1, s2) = two(backend).await;
+    let mut client = TestClient::connect(&s2).await;
+    s2.add_to_group(client.id(), "name").await.unwrap();
+    s1.send_group("name", &message("hello", ("before",)))
+        .await
+        .unwrap();
+    assert_eq!(client.recv().await.arguments, vec![json!("before")]);
+
+    within(s1.remove_from_group(client.id(), "name"))
+        .await
+        .unwrap();
+    s1.send_group("name", &message("hello", ("after",)))
+        .await
+        .unwrap();
+    client.assert_nothing().await;
+}
+
+/// Scale-out 12. send_connection to a local connection is delivered exactly
+/// once, without going through the backplane.
+pub async fn scaleout_send_local_connection_skips_backplane(backend: &dyn Backend) {
+    let (s1, _s2) = two(backend).await;
+    let mut client = TestClient::connect(&s1).await;
+    let published_before = s1.stats().backplane_published;
+
+    s1.send_connection(client.id(), &message("hello", ("world",)))
+        .await
+        .unwrap();
+
+    assert_eq!(client.recv().await.target, "hello");
+    client.assert_nothing().await;
+    assert_eq!(s1.stats().backplane_published, published_before);
+}
+
+/// Scale-out 13. A failing write on a remote connection never fails the sender.
+pub async fn scaleout_failing_remote_write_does_not_fail_sender(backend: &dyn Backend) {
+    let (s1, s2) = two(backend).await;
+    let broken = broken_connection(&s2).await;
+    s2.add_to_group(broken.id(), "name").await.unwrap();
+
+    s1.send_connection(broken.id(), &message("hello", ("world",)))
+        .await
+        .unwrap();
+    s1.send_all(&message("hello", ("world",))).await.unwrap();
+    s1.send_group("name", &message("hello", ("world",)))
+        .await
+        .unwrap();
+}
+
+/// Scale-out 14. One failing group member never stops delivery to the
+/// others, message after message.
+pub async fn scaleout_failing_member_does_not_stop_others(backend: &dyn Backend) {
+    let (s1, s2) = two(backend).await;
+    let broken = broken_connection(&s2).await;
+    let mut healthy = TestClient::connect(&s2).await;
+    s2.add_to_group(broken.id(), "name").await.unwrap();
+    s2.add_to_group(healthy.id(), "name").await.unwrap();
+
+    for i in 0..3 {
+        s1.send_group("name", &message("hello", (i,)))
+            .await
+            .unwrap();
+    }
+    for i in 0..3 {
+        assert_eq!(healthy.recv().await.arguments, vec![json!(i)]);
+    }
+}
+
+/// Scale-out 15. send_user reaches every connection of that user, on every server.
+pub async fn scaleout_send_user_reaches_all_servers(backend: &dyn Backend) {
+    let (s1, s2) = two(backend).await;
+    let mut on1 = TestClient::connect_user(&s1, "userA").await;
+    let mut on2 = TestClient::connect_user(&s2, "userA").await;
+    let mut other = TestClient::connect_user(&s2, "userB").await;
+
+    s1.send_user("userA", &message("hello", ("world",)))
+        .await
+        .unwrap();
+
+    assert_eq!(on1.recv().await.target, "hello");
+    assert_eq!(on2.recv().await.target, "hello");
+    other.assert_nothing().await;
+}
+
+/// Scale-out 16. A user with several connections stays subscribed when one disconnects.
+pub async fn scaleout_user_stays_subscribed_after_one_disconnect(backend: &dyn Backend) {
+    let (s1, s2) = two(backend).await;
+    let first = TestClient::connect_user(&s2, "userA").await;
+    let mut second = TestClient::connect_user(&s2, "userA").await;
+    s2.on_disconnected(first.id()).await.unwrap();
+
+    s1.send_user("userA", &message("hello", ("world",)))
+        .await
+        .unwrap();
+    assert_eq!(second.recv().await.target, "hello");
+}
+
+/// Scale-out 17. A client result across servers returns the value.
+pub async fn scaleout_client_result_returns_value(backend: &dyn Backend) {
+    let (s1, s2) = two(backend).await;
+    let mut client = TestClient::connect(&s2).await;
+    let ids = InvocationIds::new();
+
+    let pending = invoke(&s1, &ids, client.id(), InvokeOptions::default());
+    let id = received_invocation_id(&mut client).await;
+    s2.set_connection_result(client.id(), client.completion(&id, &10))
+        .await
+        .unwrap();
+
+    let response = within(pending).await.unwrap().unwrap();
+    assert_eq!(response.deserialize::<i32>().unwrap(), 10);
+}
+
+/// Scale-out 18. A client-result error across servers surfaces the client's error.
+pub async fn scaleout_client_result_error_surfaces(backend: &dyn Backend) {
+    let (s1, s2) = two(backend).await;
+    let mut client = TestClient::connect(&s2).await;
+    let ids = InvocationIds::new();
+
+    let pending = invoke(&s1, &ids, client.id(), InvokeOptions::default());
+    let id = received_invocation_id(&mut client).await;
+    s2.set_connection_result(
+        client.id(),
+        client.error_completion(&id, "Error from client"),
+    )
+    .await
+    .unwrap();
+
+    match within(pending).await.unwrap() {
+        Err(Error::ClientError { message }) => assert_eq!(message, "Error from client"),
+        other => panic!("expected the client's error, got {other:?}"),
+    }
+}
+
+/// Scale-out 19. A client result to a connection that exists nowhere fails at once.
+pub async fn scaleout_client_result_to_nowhere_fails_at_once(backend: &dyn Backend) {
+    let (s1, _s2) = two(backend).await;
+    let ids = InvocationIds::new();
+    let missing = switchboard_core::ConnectionId::random();
+
+    let result = within(invoke(&s1, &ids, &missing, InvokeOptions::default()))
+        .await
+        .unwrap();
+    match result {
+        Err(e @ Error::ConnectionNotFound { .. }) => {
+            assert!(e.to_string().contains("does not exist"), "{e}");
+        }
+        other => panic!("expected ConnectionNotFound, got {other:?}"),
+    }
+}
+
+/// Scale-out 20. The target disconnects on the other server before
+/// answering: the caller gets "disconnected".
+pub async fn scaleout_client_result_target_disconnects(backend: &dyn Backend) {
+    let (s1, s2) = two(backend).await;
+    let mut client = TestClient::connect(&s2).await;
+    let ids = InvocationIds::new();
+
+    let pending = invoke(&s1, &ids, client.id(), InvokeOptions::default());
+    received_invocation_id(&mut client).await;
+    s2.on_disconnected(client.id()).await.unwrap();
+
+    match within(pending).await.unwrap() {
+        Err(e @ Error::ConnectionDisconnected { .. }) => {
+            assert!(e.to_string().contains("disconnected"), "{e}");
+        }
+        other => panic!("expected ConnectionDisconnected, got {other:?}"),
+    }
+}
+
+/// Scale-out 21. Client results started on different servers get distinct
+/// ids and each answer reaches its caller.
+pub async fn scaleout_client_results_from_both_servers(backend: &dyn Backend) {
+    let (s1, s2) = two(backend).await;
+    let mut on1 = TestClient::connect(&s1).await;
+    let mut on2 = TestClient::connect(&s2).await;
+    let (ids1, ids2) = (InvocationIds::new(), InvocationIds::new());
+
+    // Server 1 asks the connection on server 2, and the other way round.
+    let from1 = invoke(&s1, &ids1, on2.id(), InvokeOptions::default());
+    let from2 = invoke(&s2, &ids2, on1.id(), InvokeOptions::default());
+    let id_on2 = received_invocation_id(&mut on2).await;
+    let id_on1 = received_invocation_id(&mut on1).await;
+    assert_ne!(id_on1, id_on2);
+
+    s2.set_connection_result(on2.id(), on2.completion(&id_on2, &2))
+        .await
+        .unwrap();
+    s1.set_connection_result(on1.id(), on1.completion(&id_on1, &1))
+        .await
+        .unwrap();
+    assert_eq!(
+        within(from1)
+            .await
+            .unwrap()
+            .unwrap()
+            .deserialize::<i32>()
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        within(from2)
+            .await
+            .unwrap()
+            .unwrap()
+            .deserialize::<i32>()
+            .unwrap(),
+        1
+    );
+}
+
+/// Scale-out 22. Same as 19 with an arbitrary id: `Connection '1234' does not exist.`
+pub async fn scaleout_client_result_unknown_id_message(backend: &dyn Backend) {
+    let (s1, _s2) = two(backend).await;
+    let ids = InvocationIds::new();
+    let result = within(invoke(&s1, &ids, "1234", InvokeOptions::default()))
+        .await
+        .unwrap();
+    match result {
+        Err(e) => assert_eq!(e.to_string(), "Connection '1234' does not exist."),
+        Ok(r) => panic!("expected an error, got {r:?}"),
+    }
+}
+
+/// Scale-out 23. A client result of the wrong type gives a clear
+/// deserialization error, not a panic.
+pub async fn scaleout_client_result_wrong_type(backend: &dyn Backend) {
+    let (s1, s2) = two(backend).await;
+    let mut client = TestClient::connect(&s2).await;
+    let ids = InvocationIds::new();
+
+    let pending = invoke(&s1, &ids, client.id(), InvokeOptions::default());
+    let id = received_invocation_id(&mut client).await;
+    s2.set_connection_result(client.id(), client.completion(&id, &"not a number"))
+        .await
+        .unwrap();
+
+    let response = within(pending).await.unwrap().unwrap();
+    match response.deserialize::<i32>() {
+        Err(e @ Error::InvalidResult { .. }) => {
+            assert!(e.to_string().contains("invalid type"), "{e}");
+        }
+        other => panic!("expected InvalidResult, got {other:?}"),
+    }
+}
+
+// ------------------------------------------------------------ backplane-only
+
+/// A group and a user named `*` are literal names: no pattern, no cross-talk.
+pub async fn star_names_are_literal(backend: &dyn Backend) {
+    let (s1, s2) = two(backend).await;
+    let mut star = TestClient::connect_user(&s2, "*").await;
+    let mut plain = TestClient::connect_user(&s2, "a").await;
+    s2.add_to_group(star.id(), "*").await.unwrap();
+    s2.add_to_group(plain.id(), "a").await.unwrap();
+
+    s1.send_group("a", &message("group", ("a",))).await.unwrap();
+    assert_eq!(plain.recv().await.arguments, vec![json!("a")]);
+    star.assert_nothing().await;
+
+    s1.send_group("*", &message("group", ("*",))).await.unwrap();
+    assert_eq!(star.recv().await.arguments, vec![json!("*")]);
+    plain.assert_nothing().await;
+
+    s1.send_user("a", &message("user", ("a",))).await.unwrap();
+    assert_eq!(plain.recv().await.target, "user");
+    star.assert_nothing().await;
+
+    s1.send_user("*", &message("user", ("*",))).await.unwrap();
+    assert_eq!(star.recv().await.target, "user");
+    plain.assert_nothing().await;
+}
+
+/// Names with pattern characters, separators, spaces, unicode and the empty
+/// string reach exactly their own group.
+pub async fn awkward_group_names_stay_apart(backend: &dyn Backend) {
+    let (s1, s2) = two(backend).await;
+    let names = [
+        "a?b",
+        "[ab]",
+        "x:y",
+        "user:x",
+        "with space",
+        "ünïcødé",
+        "",
+        "a*",
+    ];
+    let mut members = Vec::new();
+    for name in names {
+        let client = TestClient::connect(&s2).await;
+        s2.add_to_group(client.id(), name).await.unwrap();
+        members.push(client);
+    }
+    for (i, name) in names.iter().enumerate() {
+        s1.send_group(name, &message("group", (name,)))
+            .await
+            .unwrap();
+        assert_eq!(members[i].recv().await.arguments, vec![json!(name)]);
+    }
+    for member in &mut members {
+        member.assert_nothing().await;
+    }
+}
+
+/// The frames a server publishes reach clients on another server byte for
+/// byte: not decoded, not re-encoded.
+pub async fn frames_are_forwarded_byte_for_byte(backend: &dyn Backend) {
+    use switchboard_core::protocol::Protocol;
+    let (s1, s2) = two(backend).await;
+    let mut json_client = TestClient::connect(&s2).await;
+    let mut msgpack_client = TestClient::connect_with(
+        &s2,
+        switchboard_core::ConnectionOptions::new(Protocol::MessagePack),
+    )
+    .await;
+
+    // Frames as some other serializer might write them: odd spacing, a
+    // header, a float written as float64.
+    let json = bytes::Bytes::from_static(
+        b"{ \"type\" : 1, \"headers\": {\"k\":\"v\"}, \"target\":\"t\", \"arguments\":[ 1.50 ] }\x1e",
+    );
+    let msgpack = bytes::Bytes::from_static(&[
+        0x15, 0x96, 0x01, 0x81, 0xa1, b'k', 0xa1, b'v', 0xc0, 0xa1, b't', 0x91, 0xcb, 0x3f, 0xf8,
+        0, 0, 0, 0, 0, 0, 0x90,
+    ]);
+    let mut message = switchboard_core::SerializedMessage::new();
+    message.insert(Protocol::Json, json.clone());
+    message.insert(Protocol::MessagePack, msgpack.clone());
+
+    s1.send_all(&message).await.unwrap();
+    assert_eq!(json_client.recv_frame().await, json);
+    assert_eq!(msgpack_client.recv_frame().await, msgpack);
 }

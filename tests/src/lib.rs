@@ -102,8 +102,14 @@ impl TestClient {
     pub async fn recv_frame(&mut self) -> bytes::Bytes {
         match tokio::time::timeout(ARRIVAL_TIMEOUT, self.outbound.recv()).await {
             Ok(Some(frame)) => frame,
-            Ok(None) => panic!("connection {} closed while a message was expected", self.id()),
-            Err(_) => panic!("no message reached connection {} within {ARRIVAL_TIMEOUT:?}", self.id()),
+            Ok(None) => panic!(
+                "connection {} closed while a message was expected",
+                self.id()
+            ),
+            Err(_) => panic!(
+                "no message reached connection {} within {ARRIVAL_TIMEOUT:?}",
+                self.id()
+            ),
         }
     }
 
@@ -160,7 +166,10 @@ impl TestClient {
 }
 
 /// A JSON-and-MessagePack invocation of `target` with `arguments`.
-pub fn message<A: serde::Serialize>(target: &str, arguments: A) -> switchboard_core::SerializedMessage {
+pub fn message<A: serde::Serialize>(
+    target: &str,
+    arguments: A,
+) -> switchboard_core::SerializedMessage {
     switchboard_core::SerializedMessage::invocation(&Protocol::ALL, target, &arguments).unwrap()
 }
 
@@ -169,4 +178,74 @@ pub async fn within<F: std::future::Future>(future: F) -> F::Output {
     tokio::time::timeout(ARRIVAL_TIMEOUT, future)
         .await
         .expect("the operation did not finish in time")
+}
+
+/// The Redis URL handed to the tests by `cargo xtask test`.
+pub fn redis_url() -> String {
+    std::env::var("SWITCHBOARD_REDIS_URL").unwrap_or_else(|_| {
+        panic!(
+            "SWITCHBOARD_REDIS_URL is not set: run the Redis tests with `cargo xtask test`, \
+             or start a server with `cargo xtask redis` and export the URL it prints"
+        )
+    })
+}
+
+/// Redis managers on the server from [`redis_url`]. Each backend uses a hub
+/// name of its own, so tests running at the same time never see each
+/// other's messages.
+#[derive(Debug)]
+pub struct RedisBackend {
+    url: String,
+    hub: String,
+}
+
+impl RedisBackend {
+    pub fn new() -> RedisBackend {
+        RedisBackend::with_url(redis_url())
+    }
+
+    pub fn with_url(url: String) -> RedisBackend {
+        init_logging();
+        RedisBackend {
+            url,
+            hub: format!("test-{}", switchboard_core::random_token()),
+        }
+    }
+
+    pub fn options(&self) -> switchboard_redis::RedisOptions {
+        switchboard_redis::RedisOptions::new(&self.url)
+            .prefix("switchboard-test:")
+            .hub(&self.hub)
+    }
+
+    pub async fn connect(&self) -> switchboard_redis::RedisHubLifetimeManager {
+        switchboard_redis::RedisHubLifetimeManager::connect(self.options())
+            .await
+            .unwrap()
+    }
+}
+
+impl Default for RedisBackend {
+    fn default() -> Self {
+        RedisBackend::new()
+    }
+}
+
+#[async_trait]
+impl Backend for RedisBackend {
+    async fn server(&self) -> Arc<dyn HubLifetimeManager> {
+        Arc::new(self.connect().await)
+    }
+}
+
+/// Sends switchboard's logs to the test output (shown for failing tests),
+/// at the level in `RUST_LOG` (default: warnings).
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
 }

@@ -132,7 +132,7 @@ fn is_root() -> bool {
 /// The package's maintainer scripts may start a system-wide redis on port 6379 where an init
 /// system allows it; xtask never uses that server.
 fn install(apt_get: &Path) -> Result<(), String> {
-    println!(
+    eprintln!(
         "xtask: {BINARY} not found; installing Debian's `{DEBIAN_PACKAGE}` package with apt-get"
     );
     apt(apt_get, &["update", "-qq"])?;
@@ -148,14 +148,16 @@ fn install(apt_get: &Path) -> Result<(), String> {
     )
 }
 
-/// Runs apt-get non-interactively with `args`; its output goes to the terminal.
+/// Runs apt-get non-interactively with `args`. Its output goes to stderr, like xtask's own
+/// notes, so that stdout carries only what a command promises there (the URL, for `redis`).
 fn apt(apt_get: &Path, args: &[&str]) -> Result<(), String> {
     let command = format!("apt-get {}", args.join(" "));
-    println!("xtask: running `{command}`");
+    eprintln!("xtask: running `{command}`");
     let status = Command::new(apt_get)
         .args(args)
         .env("DEBIAN_FRONTEND", "noninteractive")
         .stdin(Stdio::null())
+        .stdout(io::stderr())
         .status()
         .map_err(|err| format!("could not run `{command}`: {err}"))?;
     if status.success() {

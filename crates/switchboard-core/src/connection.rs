@@ -124,7 +124,10 @@ impl Connection {
 
     /// Creates a connection with the given id (for transports that assign
     /// their own ids; they must be unique and unguessable).
-    pub fn with_id(id: ConnectionId, options: ConnectionOptions) -> (Connection, ConnectionReceiver) {
+    pub fn with_id(
+        id: ConnectionId,
+        options: ConnectionOptions,
+    ) -> (Connection, ConnectionReceiver) {
         let (queue, rx) = mpsc::channel(options.queue_capacity.max(1));
         let closed = CancellationToken::new();
         let connection = Connection {

@@ -123,6 +123,12 @@ pub enum Error {
         /// Why it was refused.
         reason: String,
     },
+    /// A setting is not valid (for example a malformed Redis URL).
+    #[error("invalid configuration: {reason}")]
+    InvalidConfig {
+        /// What is wrong.
+        reason: String,
+    },
     /// A hub message could not be encoded or decoded.
     #[error(transparent)]
     Protocol(#[from] ProtocolError),

@@ -1,12 +1,12 @@
 use async_trait::async_trait;
 
+use crate::ConnectionId;
 use crate::connection::Connection;
 use crate::error::Result;
 use crate::message::SerializedMessage;
 use crate::pending::{ClientResponse, InvokeOptions};
 use crate::protocol::Completion;
 use crate::stats::ManagerStats;
-use crate::ConnectionId;
 
 /// Tracks the connections of one hub and delivers messages to them, on this
 /// server or, for a backplane, on whichever server holds them.
@@ -105,8 +105,11 @@ pub trait HubLifetimeManager: Send + Sync + std::fmt::Debug + 'static {
     /// Hands in a Completion that `connection_id` sent for a client-result
     /// invocation. A completion for an unknown invocation, or from another
     /// connection than the one invoked, is an error and changes nothing.
-    async fn set_connection_result(&self, connection_id: &str, completion: Completion)
-    -> Result<()>;
+    async fn set_connection_result(
+        &self,
+        connection_id: &str,
+        completion: Completion,
+    ) -> Result<()>;
 
     /// The connection with this id, if it is held by this server.
     fn local_connection(&self, connection_id: &str) -> Option<Connection>;

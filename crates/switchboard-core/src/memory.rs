@@ -3,6 +3,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::oneshot;
 
+use crate::ConnectionId;
 use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::manager::HubLifetimeManager;
@@ -14,7 +15,6 @@ use crate::pending::{
 use crate::protocol::Completion;
 use crate::stats::ManagerStats;
 use crate::store::ConnectionStore;
-use crate::ConnectionId;
 
 /// The lifetime manager for a single process: every connection is local.
 ///
@@ -119,13 +119,17 @@ impl HubLifetimeManager for InMemoryHubLifetimeManager {
     }
 
     async fn send_group(&self, group: &str, message: &SerializedMessage) -> Result<()> {
-        self.inner.store.deliver_group(group, message, &[] as &[&str]);
+        self.inner
+            .store
+            .deliver_group(group, message, &[] as &[&str]);
         Ok(())
     }
 
     async fn send_groups(&self, groups: &[String], message: &SerializedMessage) -> Result<()> {
         for group in groups {
-            self.inner.store.deliver_group(group, message, &[] as &[&str]);
+            self.inner
+                .store
+                .deliver_group(group, message, &[] as &[&str]);
         }
         Ok(())
     }

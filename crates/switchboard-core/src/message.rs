@@ -99,7 +99,12 @@ impl SerializedMessage {
 
     /// The size of the largest frame, for size limits.
     pub fn max_frame_len(&self) -> usize {
-        self.frames.iter().flatten().map(Bytes::len).max().unwrap_or(0)
+        self.frames
+            .iter()
+            .flatten()
+            .map(Bytes::len)
+            .max()
+            .unwrap_or(0)
     }
 }
 

@@ -62,9 +62,8 @@ impl ClientResponse {
     pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T> {
         let result = match &self.value {
             Some(raw) => raw.deserialize(),
-            None => serde_json::from_str("null").map_err(|e| {
-                crate::protocol::ProtocolError::InvalidValue(e.to_string())
-            }),
+            None => serde_json::from_str("null")
+                .map_err(|e| crate::protocol::ProtocolError::InvalidValue(e.to_string())),
         };
         result.map_err(|e| Error::InvalidResult {
             reason: e.to_string(),
@@ -110,7 +109,12 @@ impl<W> PendingInvocations<W> {
     }
 
     /// Records an invocation of `connection_id`. Fails if the id is in use.
-    pub fn insert(&self, invocation_id: &str, connection_id: ConnectionId, waiter: W) -> Result<()> {
+    pub fn insert(
+        &self,
+        invocation_id: &str,
+        connection_id: ConnectionId,
+        waiter: W,
+    ) -> Result<()> {
         let mut entries = self.entries.lock();
         if entries.contains_key(invocation_id) {
             return Err(Error::DuplicateInvocation {
@@ -308,7 +312,11 @@ mod tests {
         pending.insert("1", ConnectionId::from("a"), 1).unwrap();
         pending.insert("2", ConnectionId::from("b"), 2).unwrap();
         pending.insert("3", ConnectionId::from("a"), 3).unwrap();
-        let mut taken: Vec<_> = pending.take_connection("a").into_iter().map(|(_, w)| w).collect();
+        let mut taken: Vec<_> = pending
+            .take_connection("a")
+            .into_iter()
+            .map(|(_, w)| w)
+            .collect();
         taken.sort();
         assert_eq!(taken, vec![1, 3]);
         assert_eq!(pending.len(), 1);

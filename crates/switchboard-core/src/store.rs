@@ -3,11 +3,11 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
+use crate::ConnectionId;
 use crate::connection::{Connection, Delivery};
 use crate::error::{Error, Result};
 use crate::message::SerializedMessage;
 use crate::stats::{DeliveryCounters, ManagerStats};
-use crate::ConnectionId;
 
 /// The connections, groups and users held by one server, and fan-out to them.
 ///
@@ -288,7 +288,11 @@ impl ConnectionStore {
     ) -> usize {
         let mut queued = 0u64;
         for connection in connections {
-            if !excluded.is_empty() && excluded.iter().any(|e| e.as_ref() == connection.id().as_str()) {
+            if !excluded.is_empty()
+                && excluded
+                    .iter()
+                    .any(|e| e.as_ref() == connection.id().as_str())
+            {
                 continue;
             }
             match connection.deliver(message) {

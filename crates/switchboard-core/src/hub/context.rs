@@ -4,13 +4,13 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::ConnectionId;
 use crate::connection::Connection;
 use crate::error::Result;
 use crate::manager::HubLifetimeManager;
 use crate::message::SerializedMessage;
 use crate::pending::{InvocationIds, InvokeOptions};
 use crate::protocol::Protocol;
-use crate::ConnectionId;
 
 /// The default time a client has to answer a client-result invocation.
 pub const DEFAULT_CLIENT_RESULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -163,7 +163,10 @@ impl HubContext {
 
     /// Removes a connection, on whichever server, from a group.
     pub async fn remove_from_group(&self, connection_id: &str, group: &str) -> Result<()> {
-        self.inner.manager.remove_from_group(connection_id, group).await
+        self.inner
+            .manager
+            .remove_from_group(connection_id, group)
+            .await
     }
 
     fn clients_for(&self, target: Target) -> Clients {
@@ -280,7 +283,12 @@ impl Client {
     }
 
     /// Like [`Client::invoke`] with explicit timeout and cancellation.
-    pub async fn invoke_with<T, A>(&self, method: &str, arguments: A, options: InvokeOptions) -> Result<T>
+    pub async fn invoke_with<T, A>(
+        &self,
+        method: &str,
+        arguments: A,
+        options: InvokeOptions,
+    ) -> Result<T>
     where
         T: DeserializeOwned,
         A: Serialize,
@@ -347,8 +355,7 @@ impl CallContext {
 
     /// The members of a group but the caller.
     pub fn others_in_group(&self, group: impl Into<String>) -> Clients {
-        self.hub
-            .group_except(group, [self.connection.id().clone()])
+        self.hub.group_except(group, [self.connection.id().clone()])
     }
 
     /// Adds the caller to a group.
@@ -358,7 +365,9 @@ impl CallContext {
 
     /// Removes the caller from a group.
     pub async fn leave(&self, group: &str) -> Result<()> {
-        self.hub.remove_from_group(self.connection.id(), group).await
+        self.hub
+            .remove_from_group(self.connection.id(), group)
+            .await
     }
 }
 

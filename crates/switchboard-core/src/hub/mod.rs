@@ -78,14 +78,18 @@ impl From<&str> for HubError {
 /// What a unary method produced, encoded in the caller's protocol.
 type Reply = Result<Option<RawValue>, HubError>;
 /// A unary method with its arguments bound, ready to run.
-type UnaryFn =
-    Arc<dyn Fn(CallContext, &[RawValue]) -> Result<BoxFuture<'static, Reply>, ArgumentError> + Send + Sync>;
+type UnaryFn = Arc<
+    dyn Fn(CallContext, &[RawValue]) -> Result<BoxFuture<'static, Reply>, ArgumentError>
+        + Send
+        + Sync,
+>;
 /// A streaming method with its arguments bound.
 type StreamFn = Arc<
     dyn Fn(
             CallContext,
             &[RawValue],
-        ) -> Result<BoxFuture<'static, Result<BoxStream<'static, Reply>, HubError>>, ArgumentError>
+        )
+            -> Result<BoxFuture<'static, Result<BoxStream<'static, Reply>, HubError>>, ArgumentError>
         + Send
         + Sync,
 >;

@@ -39,11 +39,17 @@ impl Hub {
     pub async fn connect(&self, connection: Connection) -> Result<HubSession> {
         self.manager().on_connected(connection.clone()).await?;
         if let Some(hook) = &self.inner.on_connected {
-            hook(CallContext::new(self.context().clone(), connection.clone()), None).await;
+            hook(
+                CallContext::new(self.context().clone(), connection.clone()),
+                None,
+            )
+            .await;
         }
         Ok(HubSession {
             hub: self.clone(),
-            permits: Arc::new(Semaphore::new(self.inner.options.max_parallel_invocations.max(1))),
+            permits: Arc::new(Semaphore::new(
+                self.inner.options.max_parallel_invocations.max(1),
+            )),
             connection,
             running: Arc::new(Mutex::new(HashMap::new())),
             closed: CancellationToken::new(),
@@ -90,7 +96,12 @@ impl HubSession {
     /// lifetime manager, and runs the hub's disconnect hook with `error`.
     pub async fn close(self, error: Option<String>) {
         self.closed.cancel();
-        if let Err(e) = self.hub.manager().on_disconnected(self.connection.id()).await {
+        if let Err(e) = self
+            .hub
+            .manager()
+            .on_disconnected(self.connection.id())
+            .await
+        {
             tracing::warn!(connection_id = %self.connection.id(), error = %e, "unregistering the connection failed");
         }
         if let Some(hook) = &self.hub.inner.on_disconnected {
@@ -167,7 +178,13 @@ impl HubSession {
             return;
         };
         let Some(token) = self.track(id) else {
-            return self.reply_error(id, &format!("Invocation ID '{}' is already in use.", id.unwrap_or_default()));
+            return self.reply_error(
+                id,
+                &format!(
+                    "Invocation ID '{}' is already in use.",
+                    id.unwrap_or_default()
+                ),
+            );
         };
         let connection = self.connection.clone();
         let running = self.running.clone();
@@ -215,10 +232,15 @@ impl HubSession {
         };
         let future = match method(self.call_context(), &arguments) {
             Ok(future) => future,
-            Err(e) => return self.reply_error(Some(&id), &format!("Failed to invoke '{target}': {e}")),
+            Err(e) => {
+                return self.reply_error(Some(&id), &format!("Failed to invoke '{target}': {e}"));
+            }
         };
         let Some(token) = self.track(Some(&id)) else {
-            return self.reply_error(Some(&id), &format!("Invocation ID '{id}' is already in use."));
+            return self.reply_error(
+                Some(&id),
+                &format!("Invocation ID '{id}' is already in use."),
+            );
         };
         let connection = self.connection.clone();
         let running = self.running.clone();
@@ -258,7 +280,10 @@ impl HubSession {
 async fn run_stream(
     connection: &Connection,
     id: &str,
-    future: futures::future::BoxFuture<'static, Result<futures::stream::BoxStream<'static, Reply>, super::HubError>>,
+    future: futures::future::BoxFuture<
+        'static,
+        Result<futures::stream::BoxStream<'static, Reply>, super::HubError>,
+    >,
 ) -> Outcome {
     let mut items = match future.await {
         Ok(items) => items,
@@ -302,6 +327,8 @@ fn write_value_completion(protocol: Protocol, id: &str, value: RawValue) -> Byte
     });
     match protocol.write_message(&message) {
         Ok(frame) => frame,
-        Err(e) => protocol.write_completion_error(id, &format!("The result could not be written: {e}")),
+        Err(e) => {
+            protocol.write_completion_error(id, &format!("The result could not be written: {e}"))
+        }
     }
 }

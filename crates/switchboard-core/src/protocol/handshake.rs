@@ -74,3 +74,128 @@ pub fn write_handshake_response(error: Option<&str>) -> Bytes {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn request(protocol: &str, version: u32) -> HandshakeRequest {
+        HandshakeRequest {
+            protocol: protocol.to_owned(),
+            version,
+        }
+    }
+
+    fn parse(bytes: &[u8]) -> Result<Option<HandshakeRequest>, ProtocolError> {
+        parse_handshake(&mut BytesMut::from(bytes), 1024)
+    }
+
+    fn assert_invalid(bytes: &[u8], reason_part: &str) {
+        match parse(bytes) {
+            Err(ProtocolError::InvalidHandshake(reason)) => {
+                assert!(
+                    reason.contains(reason_part),
+                    "{reason:?} lacks {reason_part:?}"
+                );
+            }
+            other => panic!("expected an invalid handshake, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_a_request() {
+        assert_eq!(
+            parse(b"{\"protocol\":\"json\",\"version\":1}\x1e").unwrap(),
+            Some(request("json", 1))
+        );
+        let pretty = b"{\n    \"protocol\": \"messagepack\",\n    \"version\": 1\n}\x1e";
+        assert_eq!(parse(pretty).unwrap(), Some(request("messagepack", 1)));
+        // Other properties are ignored; names and versions are not judged here.
+        assert_eq!(
+            parse(b"{\"version\":2,\"minorVersion\":0,\"protocol\":\"xml\"}\x1e").unwrap(),
+            Some(request("xml", 2))
+        );
+    }
+
+    #[test]
+    fn consumes_only_the_handshake() {
+        let mut buf =
+            BytesMut::from(&b"{\"protocol\":\"json\",\"version\":1}\x1e{\"type\":6}\x1e"[..]);
+        assert_eq!(
+            parse_handshake(&mut buf, 1024).unwrap(),
+            Some(request("json", 1))
+        );
+        assert_eq!(&buf[..], b"{\"type\":6}\x1e");
+    }
+
+    #[test]
+    fn waits_for_the_separator() {
+        let full = b"{\"protocol\":\"json\",\"version\":1}\x1e";
+        let mut buf = BytesMut::from(&full[..10]);
+        assert_eq!(parse_handshake(&mut buf, 1024).unwrap(), None);
+        assert_eq!(buf.len(), 10);
+        buf.extend_from_slice(&full[10..]);
+        assert_eq!(
+            parse_handshake(&mut buf, 1024).unwrap(),
+            Some(request("json", 1))
+        );
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn enforces_the_size_limit() {
+        let full = b"{\"protocol\":\"json\",\"version\":1}\x1e";
+        let limit = full.len() - 2;
+        assert!(matches!(
+            parse_handshake(&mut BytesMut::from(&full[..]), limit),
+            Err(ProtocolError::MessageTooLarge { .. })
+        ));
+        assert!(matches!(
+            parse_handshake(&mut BytesMut::from(&full[..limit + 1]), limit),
+            Err(ProtocolError::MessageTooLarge { .. })
+        ));
+        assert!(parse_handshake(&mut BytesMut::from(&full[..]), limit + 1).is_ok());
+    }
+
+    #[test]
+    fn rejects_bad_requests() {
+        assert_invalid(b"\x1e", "empty");
+        assert_invalid(
+            b"{\"protocol\":\"json\",\"version\":1\x1e",
+            "not a JSON object",
+        );
+        assert_invalid(b"[\"json\",1]\x1e", "not a JSON object");
+        assert_invalid(
+            b"{\"protocol\":\"json\",\"version\":1} x\x1e",
+            "not a JSON object",
+        );
+        assert_invalid(b"{\"protocol\":\"\xff\",\"version\":1}\x1e", "UTF-8");
+        assert_invalid(b"{\"version\":1}\x1e", "'protocol' property is missing");
+        assert_invalid(
+            b"{\"protocol\":1,\"version\":1}\x1e",
+            "'protocol' property must be",
+        );
+        assert_invalid(
+            b"{\"protocol\":null,\"version\":1}\x1e",
+            "'protocol' property must be",
+        );
+        assert_invalid(
+            b"{\"protocol\":\"json\"}\x1e",
+            "'version' property is missing",
+        );
+        for version in ["\"1\"", "-1", "1.5", "4294967296", "null"] {
+            let text = format!("{{\"protocol\":\"json\",\"version\":{version}}}\x1e");
+            assert_invalid(text.as_bytes(), "'version' property must be");
+        }
+    }
+
+    #[test]
+    fn writes_responses() {
+        assert_eq!(&write_handshake_response(None)[..], b"{}\x1e");
+        assert_eq!(
+            &write_handshake_response(Some("Requested protocol 'x\"y' is not available."))[..],
+            b"{\"error\":\"Requested protocol 'x\\\"y' is not available.\"}\x1e"
+        );
+    }
+}

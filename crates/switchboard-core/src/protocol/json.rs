@@ -880,9 +880,17 @@ mod tests {
     #[test]
     fn rejects_missing_or_mistyped_fields() {
         assert_invalid_field(parse(r#"{"type":1,"arguments":[]}"#), 1, "target");
-        assert_invalid_field(parse(r#"{"type":1,"target":7,"arguments":[]}"#), 1, "target");
+        assert_invalid_field(
+            parse(r#"{"type":1,"target":7,"arguments":[]}"#),
+            1,
+            "target",
+        );
         assert_invalid_field(parse(r#"{"type":1,"target":"t"}"#), 1, "arguments");
-        assert_invalid_field(parse(r#"{"type":1,"target":"t","arguments":{}}"#), 1, "arguments");
+        assert_invalid_field(
+            parse(r#"{"type":1,"target":"t","arguments":{}}"#),
+            1,
+            "arguments",
+        );
         assert_invalid_field(
             parse(r#"{"type":1,"target":"t","arguments":null}"#),
             1,
@@ -911,8 +919,16 @@ mod tests {
         assert_invalid_field(parse(r#"{"type":2,"item":1}"#), 2, "invocationId");
         assert_invalid_field(parse(r#"{"type":2,"invocationId":"1"}"#), 2, "item");
         assert_invalid_field(parse(r#"{"type":3}"#), 3, "invocationId");
-        assert_invalid_field(parse(r#"{"type":3,"invocationId":null}"#), 3, "invocationId");
-        assert_invalid_field(parse(r#"{"type":3,"invocationId":"1","error":5}"#), 3, "error");
+        assert_invalid_field(
+            parse(r#"{"type":3,"invocationId":null}"#),
+            3,
+            "invocationId",
+        );
+        assert_invalid_field(
+            parse(r#"{"type":3,"invocationId":"1","error":5}"#),
+            3,
+            "error",
+        );
         assert_invalid_field(
             parse(r#"{"type":4,"target":"t","arguments":[]}"#),
             4,
@@ -920,7 +936,11 @@ mod tests {
         );
         assert_invalid_field(parse(r#"{"type":5}"#), 5, "invocationId");
         assert_invalid_field(parse(r#"{"type":7,"error":false}"#), 7, "error");
-        assert_invalid_field(parse(r#"{"type":7,"allowReconnect":"yes"}"#), 7, "allowReconnect");
+        assert_invalid_field(
+            parse(r#"{"type":7,"allowReconnect":"yes"}"#),
+            7,
+            "allowReconnect",
+        );
     }
 
     fn every_kind() -> Vec<HubMessage> {
@@ -1120,7 +1140,10 @@ mod tests {
         let message = HubMessage::StreamInvocation(invocation(None, "s", &[], &[]));
         assert!(matches!(
             write_message(&message),
-            Err(ProtocolError::InvalidField { field: "invocationId", .. })
+            Err(ProtocolError::InvalidField {
+                field: "invocationId",
+                ..
+            })
         ));
     }
 
@@ -1181,10 +1204,16 @@ mod tests {
         }
         let bytes = encode_value(&Point { x: 1, y: -2 }).unwrap();
         assert_eq!(&bytes[..], br#"{"x":1,"y":-2}"#);
-        assert_eq!(decode_value::<Point>(&bytes).unwrap(), Point { x: 1, y: -2 });
+        assert_eq!(
+            decode_value::<Point>(&bytes).unwrap(),
+            Point { x: 1, y: -2 }
+        );
         match decode_value::<i32>(br#""x""#) {
             Err(ProtocolError::InvalidValue(message)) => {
-                assert!(message.contains("invalid type: string \"x\", expected i32"), "{message}");
+                assert!(
+                    message.contains("invalid type: string \"x\", expected i32"),
+                    "{message}"
+                );
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -1202,7 +1231,10 @@ mod tests {
         for sample in samples {
             let mut out = Vec::new();
             push_str(&mut out, sample);
-            assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(sample).unwrap());
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string(sample).unwrap()
+            );
         }
     }
 }

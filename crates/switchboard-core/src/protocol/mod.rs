@@ -66,8 +66,11 @@ impl Protocol {
     /// On success the message's bytes are removed from `buf`. Returns
     /// `Ok(None)` when `buf` does not yet hold a complete message (wait for
     /// more input). A message, or an incomplete prefix, longer than
-    /// `max_message_size` is [`ProtocolError::MessageTooLarge`]. After an
-    /// error the connection should be closed: the stream is out of sync.
+    /// `max_message_size` is [`ProtocolError::MessageTooLarge`]; the limit
+    /// counts the message itself, not its `0x1E` separator or its length
+    /// prefix, and a MessagePack length prefix announcing more is refused
+    /// before the body arrives. After an error the connection should be
+    /// closed: the stream is out of sync.
     pub fn parse_message(
         self,
         buf: &mut BytesMut,

@@ -31,6 +31,7 @@ const MAX_PREFIX: usize = 5;
 const MAX_TEXT: usize = 1 << 29;
 
 const NIL: u8 = 0xc0;
+const FALSE: u8 = 0xc2;
 const TRUE: u8 = 0xc3;
 const EMPTY_MAP: u8 = 0x80;
 const EMPTY_ARRAY: u8 = 0x90;
@@ -73,13 +74,19 @@ fn read_length_prefix(buf: &[u8], max: usize) -> Result<Option<(usize, usize)>, 
     Ok(None)
 }
 
-/// Appends `value` as a varint length prefix.
-fn push_varint(out: &mut Vec<u8>, mut value: u32) {
-    while value >= 0x80 {
-        out.push((value & 0x7f) as u8 | 0x80);
+/// Encodes `value` as a varint into `out`; returns how many bytes it took.
+fn encode_varint(mut value: u32, out: &mut [u8; MAX_PREFIX]) -> usize {
+    let mut len = 0;
+    for slot in out.iter_mut() {
+        len += 1;
+        if value < 0x80 {
+            *slot = value as u8;
+            break;
+        }
+        *slot = (value & 0x7f) as u8 | 0x80;
         value >>= 7;
     }
-    out.push(value as u8);
+    len
 }
 
 /// Starts a frame: room for the longest prefix, then the body.
@@ -94,10 +101,10 @@ fn begin() -> Vec<u8> {
 /// The body must be at most [`MAX_BODY`] bytes (see [`finish_checked`]).
 fn finish(mut out: Vec<u8>) -> Bytes {
     let body_len = out.len().saturating_sub(MAX_PREFIX);
-    let mut prefix = Vec::with_capacity(MAX_PREFIX);
-    push_varint(&mut prefix, u32::try_from(body_len).unwrap_or(u32::MAX));
-    let start = MAX_PREFIX.saturating_sub(prefix.len());
-    out[start..MAX_PREFIX].copy_from_slice(&prefix);
+    let mut prefix = [0; MAX_PREFIX];
+    let len = encode_varint(u32::try_from(body_len).unwrap_or(u32::MAX), &mut prefix);
+    let start = MAX_PREFIX - len;
+    out[start..MAX_PREFIX].copy_from_slice(&prefix[..len]);
     Bytes::from(out).slice(start..)
 }
 
@@ -286,8 +293,9 @@ fn parse_body(bytes: &Bytes) -> Result<HubMessage, ProtocolError> {
                 body.element("allowReconnect")?;
                 match body.marker() {
                     Ok(TRUE) => true,
-                    Ok(0xc2 | NIL) => false,
-                    other => return Err(body.fault(other.map(drop), "allowReconnect")),
+                    Ok(FALSE | NIL) => false,
+                    Ok(_) => return Err(body.invalid("allowReconnect")),
+                    Err(fault) => return Err(body.fault(fault, "allowReconnect")),
                 }
             } else {
                 false
@@ -317,10 +325,10 @@ impl Body<'_> {
     }
 
     /// Turns a read failure of `field` into the error to report.
-    fn fault(&self, result: Result<(), Fault>, field: &'static str) -> ProtocolError {
-        match result {
-            Err(Fault::Truncated) => malformed(format!("the message ends inside '{field}'")),
-            _ => self.invalid(field),
+    fn fault(&self, fault: Fault, field: &'static str) -> ProtocolError {
+        match fault {
+            Fault::Truncated => malformed(format!("the message ends inside '{field}'")),
+            Fault::Unexpected => self.invalid(field),
         }
     }
 
@@ -419,7 +427,7 @@ impl Body<'_> {
         self.element(field)?;
         match self.str() {
             Ok(s) => Ok(s.to_owned()),
-            Err(fault) => Err(self.fault(Err(fault), field)),
+            Err(fault) => Err(self.fault(fault, field)),
         }
     }
 
@@ -428,7 +436,7 @@ impl Body<'_> {
         self.element(field)?;
         match self.nullable_str() {
             Ok(s) => Ok(s.map(str::to_owned)),
-            Err(fault) => Err(self.fault(Err(fault), field)),
+            Err(fault) => Err(self.fault(fault, field)),
         }
     }
 
@@ -441,7 +449,7 @@ impl Body<'_> {
     /// The value at the cursor, as a slice of the body.
     fn raw(&mut self, field: &'static str) -> Result<RawValue, ProtocolError> {
         let start = self.pos;
-        let end = value_end(self.data(), start).map_err(|f| self.fault(Err(f), field))?;
+        let end = value_end(self.data(), start).map_err(|f| self.fault(f, field))?;
         self.pos = end;
         Ok(RawValue::new(PROTOCOL, self.bytes.slice(start..end)))
     }
@@ -458,7 +466,7 @@ impl Body<'_> {
             }
             Ok(())
         };
-        check(self).map_err(|f| self.fault(Err(f), "headers"))
+        check(self).map_err(|f| self.fault(f, "headers"))
     }
 
     fn invocation(&mut self, stream: bool) -> Result<Invocation, ProtocolError> {
@@ -471,9 +479,7 @@ impl Body<'_> {
         let target = self.string("target")?;
 
         self.element("arguments")?;
-        let count = self
-            .array_len()
-            .map_err(|f| self.fault(Err(f), "arguments"))?;
+        let count = self.array_len().map_err(|f| self.fault(f, "arguments"))?;
         // Never trust a declared count for an allocation: each argument
         // takes at least one byte.
         let room = self.bytes.len().saturating_sub(self.pos);
@@ -493,7 +499,7 @@ impl Body<'_> {
                 }
                 Ok(())
             };
-            read_ids(self, &mut stream_ids).map_err(|f| self.fault(Err(f), "streamIds"))?;
+            read_ids(self, &mut stream_ids).map_err(|f| self.fault(f, "streamIds"))?;
         }
         Ok(Invocation {
             invocation_id,
@@ -507,7 +513,7 @@ impl Body<'_> {
         self.headers()?;
         let invocation_id = self.string("invocationId")?;
         self.element("resultKind")?;
-        let kind = self.uint().map_err(|f| self.fault(Err(f), "resultKind"))?;
+        let kind = self.uint().map_err(|f| self.fault(f, "resultKind"))?;
         let outcome = match kind {
             1 => Outcome::Error(self.string("error")?),
             2 => Outcome::Void,
@@ -801,7 +807,719 @@ pub(super) fn encode_value<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, Pr
     Ok(Bytes::from(out))
 }
 
+/// How deeply arrays and maps may nest in a decoded value: serde_json's
+/// limit. `rmp_serde`'s own default (1024) lets hostile input exhaust a
+/// 2 MiB thread stack before it is reached, at least in debug builds.
+const MAX_DECODE_DEPTH: usize = 128;
+
 /// Decodes one MessagePack value into `T`.
 pub(super) fn decode_value<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ProtocolError> {
-    rmp_serde::from_slice(bytes).map_err(|e| ProtocolError::InvalidValue(e.to_string()))
+    let mut deserializer = rmp_serde::Deserializer::from_read_ref(bytes);
+    deserializer.set_max_depth(MAX_DECODE_DEPTH);
+    T::deserialize(&mut deserializer).map_err(|e| ProtocolError::InvalidValue(e.to_string()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+
+    const MAX: usize = 1 << 20;
+
+    /// Bytes written as in the specification: `0x96 0x01 ...`.
+    fn hex(text: &str) -> Vec<u8> {
+        text.split_whitespace()
+            .map(|b| u8::from_str_radix(b.trim_start_matches("0x"), 16).unwrap())
+            .collect()
+    }
+
+    fn framed(body: &[u8]) -> BytesMut {
+        let mut prefix = [0; MAX_PREFIX];
+        let len = encode_varint(u32::try_from(body.len()).unwrap(), &mut prefix);
+        let mut out = prefix[..len].to_vec();
+        out.extend_from_slice(body);
+        BytesMut::from(&out[..])
+    }
+
+    /// Parses one message body (framed here); checks it is consumed.
+    fn parse(body: &[u8]) -> Result<HubMessage, ProtocolError> {
+        let mut buf = framed(body);
+        let message = parse_message(&mut buf, MAX)?.expect("a complete message");
+        assert!(buf.is_empty(), "the message was not fully consumed");
+        Ok(message)
+    }
+
+    fn raw(bytes: &[u8]) -> RawValue {
+        RawValue::new(Protocol::MessagePack, Bytes::copy_from_slice(bytes))
+    }
+
+    fn invocation(id: Option<&str>, target: &str, args: &[&[u8]], streams: &[&str]) -> Invocation {
+        Invocation {
+            invocation_id: id.map(str::to_owned),
+            target: target.to_owned(),
+            arguments: args.iter().map(|a| raw(a)).collect(),
+            stream_ids: streams.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    fn completion(id: &str, outcome: Outcome) -> HubMessage {
+        HubMessage::Completion(Completion {
+            invocation_id: id.to_owned(),
+            outcome,
+        })
+    }
+
+    fn assert_invalid_field(result: Result<HubMessage, ProtocolError>, ty: u64, name: &str) {
+        match result {
+            Err(ProtocolError::InvalidField {
+                protocol: Protocol::MessagePack,
+                message_type,
+                field,
+            }) if message_type == ty && field == name => {}
+            other => panic!("expected invalid field {name} of type {ty}, got {other:?}"),
+        }
+    }
+
+    fn assert_malformed(result: Result<HubMessage, ProtocolError>) {
+        match result {
+            Err(ProtocolError::Malformed {
+                protocol: Protocol::MessagePack,
+                ..
+            }) => {}
+            other => panic!("expected malformed, got {other:?}"),
+        }
+    }
+
+    const SPEC_INVOCATION: &str =
+        "0x96 0x01 0x80 0xa3 0x78 0x79 0x7a 0xa6 0x6d 0x65 0x74 0x68 0x6f 0x64 0x91 0x2a 0x90";
+    const SPEC_NON_BLOCKING: &str =
+        "0x96 0x01 0x80 0xc0 0xa6 0x6d 0x65 0x74 0x68 0x6f 0x64 0x91 0x2a 0x90";
+    const SPEC_STREAM_INVOCATION: &str =
+        "0x96 0x04 0x80 0xa3 0x78 0x79 0x7a 0xa6 0x6d 0x65 0x74 0x68 0x6f 0x64 0x91 0x2a 0x90";
+    const SPEC_STREAM_ITEM: &str = "0x94 0x02 0x80 0xa3 0x78 0x79 0x7a 0x2a";
+    const SPEC_COMPLETION_ERROR: &str =
+        "0x95 0x03 0x80 0xa3 0x78 0x79 0x7a 0x01 0xa5 0x45 0x72 0x72 0x6f 0x72";
+    const SPEC_COMPLETION_VOID: &str = "0x94 0x03 0x80 0xa3 0x78 0x79 0x7a 0x02";
+    const SPEC_COMPLETION_VALUE: &str = "0x95 0x03 0x80 0xa3 0x78 0x79 0x7a 0x03 0x2a";
+    const SPEC_CANCEL: &str = "0x93 0x05 0x80 0xa3 0x78 0x79 0x7a";
+    const SPEC_PING: &str = "0x91 0x06";
+    const SPEC_CLOSE: &str = "0x92 0x07 0xa3 0x78 0x79 0x7a";
+    const SPEC_CLOSE_RECONNECT: &str = "0x93 0x07 0xa3 0x78 0x79 0x7a 0xc3";
+    const SPEC_HEADERS: &str = "0x96 0x01 0x82 0xa1 0x78 0xa1 0x79 0xa1 0x7a 0xa1 0x7a 0xa3 0x78 0x79 0x7a 0xa6 0x6d 0x65 0x74 0x68 0x6f 0x64 0x91 0x2a 0x90";
+
+    #[test]
+    fn parses_the_spec_examples() {
+        let cases = [
+            (
+                SPEC_INVOCATION,
+                HubMessage::Invocation(invocation(Some("xyz"), "method", &[&[0x2a]], &[])),
+            ),
+            (
+                SPEC_NON_BLOCKING,
+                HubMessage::Invocation(invocation(None, "method", &[&[0x2a]], &[])),
+            ),
+            (
+                SPEC_HEADERS,
+                HubMessage::Invocation(invocation(Some("xyz"), "method", &[&[0x2a]], &[])),
+            ),
+            (
+                SPEC_STREAM_INVOCATION,
+                HubMessage::StreamInvocation(invocation(Some("xyz"), "method", &[&[0x2a]], &[])),
+            ),
+            (
+                SPEC_STREAM_ITEM,
+                HubMessage::StreamItem {
+                    invocation_id: "xyz".into(),
+                    item: raw(&[0x2a]),
+                },
+            ),
+            (
+                SPEC_COMPLETION_ERROR,
+                completion("xyz", Outcome::Error("Error".into())),
+            ),
+            (SPEC_COMPLETION_VOID, completion("xyz", Outcome::Void)),
+            (
+                SPEC_COMPLETION_VALUE,
+                completion("xyz", Outcome::Value(raw(&[0x2a]))),
+            ),
+            (
+                SPEC_CANCEL,
+                HubMessage::CancelInvocation {
+                    invocation_id: "xyz".into(),
+                },
+            ),
+            (SPEC_PING, HubMessage::Ping),
+            (
+                SPEC_CLOSE,
+                HubMessage::Close {
+                    error: Some("xyz".into()),
+                    allow_reconnect: false,
+                },
+            ),
+            (
+                SPEC_CLOSE_RECONNECT,
+                HubMessage::Close {
+                    error: Some("xyz".into()),
+                    allow_reconnect: true,
+                },
+            ),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(parse(&hex(body)).unwrap(), expected, "{body}");
+        }
+    }
+
+    #[test]
+    fn accepts_older_and_newer_shapes() {
+        // No StreamIds (older clients).
+        let five = hex("0x95 0x01 0x80 0xc0 0xa1 0x74 0x92 0x01 0xa1 0x78");
+        assert_eq!(
+            parse(&five).unwrap(),
+            HubMessage::Invocation(invocation(None, "t", &[&[0x01], &[0xa1, 0x78]], &[]))
+        );
+        // Stream ids, and a type written in a wider integer format.
+        let streams = hex("0x96 0xcc 0x01 0x80 0xa1 0x31 0xa1 0x74 0x90 0x92 0xa1 0x61 0xa1 0x62");
+        assert_eq!(
+            parse(&streams).unwrap(),
+            HubMessage::Invocation(invocation(Some("1"), "t", &[], &["a", "b"]))
+        );
+        // Extra trailing elements from a newer version are skipped.
+        let extra = hex("0x95 0x05 0x80 0xa1 0x31 0x81 0xa1 0x6b 0x92 0x01 0x02 0xc0");
+        assert_eq!(
+            parse(&extra).unwrap(),
+            HubMessage::CancelInvocation {
+                invocation_id: "1".into()
+            }
+        );
+        // A nil close error and a false or nil allowReconnect.
+        for body in [
+            "0x92 0x07 0xc0",
+            "0x93 0x07 0xc0 0xc2",
+            "0x93 0x07 0xc0 0xc0",
+        ] {
+            assert_eq!(
+                parse(&hex(body)).unwrap(),
+                HubMessage::Close {
+                    error: None,
+                    allow_reconnect: false
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_bad_envelopes() {
+        assert_malformed(parse(&[]));
+        assert_malformed(parse(&hex("0x90")));
+        assert_malformed(parse(&hex("0x81 0x01 0x01")));
+        assert_malformed(parse(&hex("0x06")));
+        assert_malformed(parse(&hex("0x91 0xa1 0x31")));
+        assert_malformed(parse(&hex("0x91 0xff")));
+        assert_malformed(parse(&hex("0x91 0xd0 0xff")));
+        // Trailing bytes after the array.
+        assert_malformed(parse(&hex("0x91 0x06 0x06")));
+        // The array declares more elements than the body holds.
+        assert_malformed(parse(&hex("0x96 0x01 0x80 0xc0 0xa1 0x74")));
+        assert_malformed(parse(&hex("0x93 0x05 0x80 0xa3 0x78")));
+        assert_malformed(parse(&hex("0x92 0x06 0x91")));
+        // The reserved marker inside an argument.
+        assert_invalid_field(
+            parse(&hex("0x96 0x01 0x80 0xc0 0xa1 0x74 0x91 0xc1 0x90")),
+            1,
+            "arguments",
+        );
+    }
+
+    #[test]
+    fn unknown_types_are_reported_with_their_number() {
+        assert!(matches!(
+            parse(&hex("0x92 0x08 0xcc 0x24")),
+            Err(ProtocolError::UnknownMessageType(8))
+        ));
+        assert!(matches!(
+            parse(&hex("0x92 0x09 0xcc 0x13")),
+            Err(ProtocolError::UnknownMessageType(9))
+        ));
+        assert!(matches!(
+            parse(&hex("0x91 0x00")),
+            Err(ProtocolError::UnknownMessageType(0))
+        ));
+        assert!(matches!(
+            parse(&hex("0x91 0xcd 0x01 0x00")),
+            Err(ProtocolError::UnknownMessageType(256))
+        ));
+    }
+
+    #[test]
+    fn rejects_missing_or_mistyped_fields() {
+        assert_invalid_field(parse(&hex("0x91 0x01")), 1, "headers");
+        assert_invalid_field(parse(&hex("0x92 0x01 0x90")), 1, "headers");
+        assert_invalid_field(parse(&hex("0x92 0x01 0x81 0xa1 0x78 0x01")), 1, "headers");
+        assert_invalid_field(parse(&hex("0x92 0x01 0x80")), 1, "invocationId");
+        assert_invalid_field(parse(&hex("0x93 0x01 0x80 0x01")), 1, "invocationId");
+        assert_invalid_field(parse(&hex("0x93 0x01 0x80 0xc0")), 1, "target");
+        assert_invalid_field(parse(&hex("0x94 0x01 0x80 0xc0 0xc0")), 1, "target");
+        assert_invalid_field(parse(&hex("0x94 0x01 0x80 0xc0 0xa1 0x74")), 1, "arguments");
+        assert_invalid_field(
+            parse(&hex("0x95 0x01 0x80 0xc0 0xa1 0x74 0x80")),
+            1,
+            "arguments",
+        );
+        assert_invalid_field(
+            parse(&hex("0x96 0x01 0x80 0xc0 0xa1 0x74 0x90 0x91 0x01")),
+            1,
+            "streamIds",
+        );
+        assert_invalid_field(
+            parse(&hex("0x96 0x04 0x80 0xc0 0xa1 0x74 0x90 0x90")),
+            4,
+            "invocationId",
+        );
+        assert_invalid_field(parse(&hex("0x93 0x02 0x80 0xa1 0x31")), 2, "item");
+        assert_invalid_field(parse(&hex("0x93 0x03 0x80 0xa1 0x31")), 3, "resultKind");
+        assert_invalid_field(
+            parse(&hex("0x94 0x03 0x80 0xa1 0x31 0x04")),
+            3,
+            "resultKind",
+        );
+        assert_invalid_field(parse(&hex("0x94 0x03 0x80 0xa1 0x31 0x03")), 3, "result");
+        assert_invalid_field(parse(&hex("0x94 0x03 0x80 0xa1 0x31 0x01")), 3, "error");
+        assert_invalid_field(
+            parse(&hex("0x95 0x03 0x80 0xa1 0x31 0x01 0x01")),
+            3,
+            "error",
+        );
+        assert_invalid_field(parse(&hex("0x93 0x05 0x80 0xc0")), 5, "invocationId");
+        assert_invalid_field(parse(&hex("0x91 0x07")), 7, "error");
+        assert_invalid_field(parse(&hex("0x93 0x07 0xc0 0x01")), 7, "allowReconnect");
+        // Invalid UTF-8 in a string.
+        assert_invalid_field(parse(&hex("0x93 0x05 0x80 0xa1 0xff")), 5, "invocationId");
+    }
+
+    #[test]
+    fn reads_length_prefixes() {
+        // The spec's examples: 0x35 = 53, 0x80 0x29 = 5248.
+        assert_eq!(
+            read_length_prefix(&[0x35], usize::MAX).unwrap(),
+            Some((53, 1))
+        );
+        assert_eq!(
+            read_length_prefix(&[0x80, 0x29], usize::MAX).unwrap(),
+            Some((5248, 2))
+        );
+        assert_eq!(
+            read_length_prefix(&[0xff, 0xff, 0xff, 0xff, 0x07], usize::MAX).unwrap(),
+            Some((0x7fff_ffff, 5))
+        );
+        assert_eq!(read_length_prefix(&[0x80, 0x80], usize::MAX).unwrap(), None);
+        for bad in [
+            &[0xff, 0xff, 0xff, 0xff, 0x08][..],
+            &[0x80, 0x80, 0x80, 0x80, 0x80],
+            &[0x80, 0x80, 0x80, 0x80, 0x80, 0x01],
+        ] {
+            assert!(matches!(
+                read_length_prefix(bad, usize::MAX),
+                Err(ProtocolError::Malformed { .. })
+            ));
+        }
+        for value in [0u32, 1, 127, 128, 16_383, 16_384, 0x7fff_ffff] {
+            let mut out = [0; MAX_PREFIX];
+            let len = encode_varint(value, &mut out);
+            assert_eq!(
+                read_length_prefix(&out[..len], usize::MAX).unwrap(),
+                Some((value as usize, len))
+            );
+        }
+    }
+
+    #[test]
+    fn a_declared_length_over_the_limit_fails_before_the_body_arrives() {
+        let mut buf = BytesMut::from(&[0x80, 0x29][..]);
+        assert!(matches!(
+            parse_message(&mut buf, 5000),
+            Err(ProtocolError::MessageTooLarge {
+                size: 5248,
+                limit: 5000
+            })
+        ));
+        // Known from the first byte of the prefix already.
+        let mut buf = BytesMut::from(&[0xff][..]);
+        assert!(matches!(
+            parse_message(&mut buf, 100),
+            Err(ProtocolError::MessageTooLarge { .. })
+        ));
+        // At the limit (the prefix is not counted): accepted.
+        let mut buf = framed(&hex(SPEC_COMPLETION_VOID));
+        assert!(parse_message(&mut buf, 8).unwrap().is_some());
+        let mut buf = framed(&hex(SPEC_COMPLETION_VOID));
+        assert!(matches!(
+            parse_message(&mut buf, 7),
+            Err(ProtocolError::MessageTooLarge { size: 8, limit: 7 })
+        ));
+    }
+
+    #[test]
+    fn an_empty_body_is_malformed() {
+        let mut buf = BytesMut::from(&[0x00][..]);
+        assert_malformed(parse_message(&mut buf, MAX).map(|m| m.unwrap()));
+    }
+
+    fn every_kind() -> Vec<HubMessage> {
+        let long = "x".repeat(300);
+        vec![
+            HubMessage::Invocation(invocation(
+                None,
+                "send",
+                &[&[0x81, 0xa1, 0x61, 0x01], &[0xc0]],
+                &[],
+            )),
+            HubMessage::Invocation(invocation(Some("1"), &long, &[], &["s1", "s2"])),
+            HubMessage::StreamInvocation(invocation(Some("2"), "stream", &[&[0x05]], &[])),
+            HubMessage::StreamItem {
+                invocation_id: "2".into(),
+                item: raw(&[0xcb, 0, 0, 0, 0, 0, 0, 0, 0]),
+            },
+            completion("1", Outcome::Void),
+            completion("1", Outcome::Value(raw(&[0xc0]))),
+            completion("1", Outcome::Error(long.clone())),
+            HubMessage::CancelInvocation {
+                invocation_id: "2".into(),
+            },
+            HubMessage::Ping,
+            HubMessage::Close {
+                error: None,
+                allow_reconnect: false,
+            },
+            HubMessage::Close {
+                error: Some("bye".into()),
+                allow_reconnect: true,
+            },
+        ]
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        for message in every_kind() {
+            let bytes = write_message(&message).unwrap();
+            let mut buf = BytesMut::from(&bytes[..]);
+            assert_eq!(parse_message(&mut buf, MAX).unwrap(), Some(message));
+            assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn parses_several_messages_from_one_buffer() {
+        let messages = every_kind();
+        let mut buf = BytesMut::new();
+        for message in &messages {
+            buf.extend_from_slice(&write_message(message).unwrap());
+        }
+        for message in messages {
+            assert_eq!(parse_message(&mut buf, MAX).unwrap(), Some(message));
+        }
+        assert_eq!(parse_message(&mut buf, MAX).unwrap(), None);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn waits_for_the_rest_of_a_split_message() {
+        // Long enough for a two-byte prefix, so cuts fall inside it too.
+        let bytes = write_invocation(Some("7"), "send", &("x".repeat(200), 1)).unwrap();
+        assert_eq!(bytes[1] & 0x80, 0);
+        assert_ne!(bytes[0] & 0x80, 0);
+        for cut in 0..bytes.len() {
+            let mut buf = BytesMut::from(&bytes[..cut]);
+            assert_eq!(parse_message(&mut buf, MAX).unwrap(), None);
+            assert_eq!(buf.len(), cut, "an incomplete message must stay buffered");
+            buf.extend_from_slice(&bytes[cut..]);
+            assert!(parse_message(&mut buf, MAX).unwrap().is_some());
+            assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn typed_writers_produce_the_spec_bytes() {
+        let expect = |bytes: Bytes, body: &str| {
+            assert_eq!(&bytes[..], &framed(&hex(body))[..], "{body}");
+        };
+        expect(
+            write_invocation(Some("xyz"), "method", &(42,)).unwrap(),
+            SPEC_INVOCATION,
+        );
+        expect(
+            write_invocation(None, "method", &[42]).unwrap(),
+            SPEC_NON_BLOCKING,
+        );
+        expect(write_stream_item("xyz", &42).unwrap(), SPEC_STREAM_ITEM);
+        expect(
+            write_completion_error("xyz", "Error"),
+            SPEC_COMPLETION_ERROR,
+        );
+        expect(write_completion_void("xyz"), SPEC_COMPLETION_VOID);
+        expect(
+            write_completion_value("xyz", &42).unwrap(),
+            SPEC_COMPLETION_VALUE,
+        );
+        expect(write_ping(), SPEC_PING);
+        expect(write_close(Some("xyz"), false), SPEC_CLOSE);
+        expect(write_close(Some("xyz"), true), SPEC_CLOSE_RECONNECT);
+        expect(write_close(None, false), "0x92 0x07 0xc0");
+        expect(
+            write_message(&HubMessage::StreamInvocation(invocation(
+                Some("xyz"),
+                "method",
+                &[&[0x2a]],
+                &[],
+            )))
+            .unwrap(),
+            SPEC_STREAM_INVOCATION,
+        );
+        expect(
+            write_message(&HubMessage::CancelInvocation {
+                invocation_id: "xyz".into(),
+            })
+            .unwrap(),
+            SPEC_CANCEL,
+        );
+    }
+
+    #[test]
+    fn writes_the_shortest_string_and_array_headers() {
+        let cases: [(usize, &[u8]); 6] = [
+            (31, &[0xbf]),
+            (32, &[0xd9, 32]),
+            (255, &[0xd9, 255]),
+            (256, &[0xda, 1, 0]),
+            (65_535, &[0xda, 0xff, 0xff]),
+            (65_536, &[0xdb, 0, 1, 0, 0]),
+        ];
+        for (len, header) in cases {
+            let mut out = Vec::new();
+            push_str(&mut out, &"a".repeat(len)).unwrap();
+            assert_eq!(&out[..header.len()], header, "string of {len}");
+            assert_eq!(out.len(), header.len() + len);
+        }
+        let cases: [(usize, &[u8]); 4] = [
+            (15, &[0x9f]),
+            (16, &[0xdc, 0, 16]),
+            (65_535, &[0xdc, 0xff, 0xff]),
+            (65_536, &[0xdd, 0, 1, 0, 0]),
+        ];
+        for (len, header) in cases {
+            let mut out = Vec::new();
+            push_array_len(&mut out, len).unwrap();
+            assert_eq!(&out[..], header, "array of {len}");
+        }
+    }
+
+    #[test]
+    fn long_messages_get_a_longer_prefix() {
+        let item = "y".repeat(20_000);
+        let bytes = write_stream_item("1", &item).unwrap();
+        let (len, prefix) = read_length_prefix(&bytes, usize::MAX).unwrap().unwrap();
+        assert_eq!(prefix, 3);
+        assert_eq!(len + prefix, bytes.len());
+        let mut buf = BytesMut::from(&bytes[..]);
+        let Some(HubMessage::StreamItem { item: raw_item, .. }) =
+            parse_message(&mut buf, MAX).unwrap()
+        else {
+            panic!("expected a stream item");
+        };
+        assert_eq!(raw_item.deserialize::<String>().unwrap(), item);
+    }
+
+    #[test]
+    fn structs_are_written_as_maps() {
+        #[derive(Debug, Serialize, Deserialize, PartialEq)]
+        struct Point {
+            x: i32,
+            y: i32,
+        }
+        let point = Point { x: 1, y: -2 };
+        let bytes = encode_value(&point).unwrap();
+        assert_eq!(&bytes[..], &hex("0x82 0xa1 0x78 0x01 0xa1 0x79 0xfe")[..]);
+        assert_eq!(decode_value::<Point>(&bytes).unwrap(), point);
+        // The same inside an invocation's arguments.
+        let bytes = write_invocation(None, "p", &[&point]).unwrap();
+        let mut buf = BytesMut::from(&bytes[..]);
+        let Some(HubMessage::Invocation(inv)) = parse_message(&mut buf, MAX).unwrap() else {
+            panic!("expected an invocation");
+        };
+        assert_eq!(inv.arguments[0].bytes()[0], 0x82);
+        assert_eq!(inv.arguments[0].deserialize::<Point>().unwrap(), point);
+    }
+
+    #[test]
+    fn arguments_must_be_a_sequence() {
+        #[derive(Serialize)]
+        struct Args {
+            a: u8,
+        }
+        for result in [
+            write_invocation(None, "t", &Args { a: 1 }),
+            write_invocation(None, "t", &1),
+            write_invocation(None, "t", "text"),
+            write_invocation(None, "t", &()),
+        ] {
+            assert!(matches!(result, Err(ProtocolError::ArgumentsNotASequence)));
+        }
+        assert!(write_invocation(None, "t", &Vec::<u8>::new()).is_ok());
+        assert!(write_invocation(None, "t", &vec![0u8; 70_000]).is_ok());
+    }
+
+    #[test]
+    fn raw_values_of_the_other_protocol_are_refused() {
+        let json = RawValue::new(Protocol::Json, Bytes::from_static(b"42"));
+        let message = completion("1", Outcome::Value(json));
+        assert!(matches!(
+            write_message(&message),
+            Err(ProtocolError::ProtocolMismatch {
+                expected: Protocol::MessagePack,
+                found: Protocol::Json
+            })
+        ));
+    }
+
+    #[test]
+    fn writing_a_stream_invocation_requires_an_id() {
+        let message = HubMessage::StreamInvocation(invocation(None, "s", &[], &[]));
+        assert!(matches!(
+            write_message(&message),
+            Err(ProtocolError::InvalidField {
+                field: "invocationId",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn raw_values_are_slices_of_the_frame() {
+        let mut buf = framed(&hex(SPEC_HEADERS));
+        buf.extend_from_slice(&framed(&hex(SPEC_COMPLETION_VALUE)));
+        let frame = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.len();
+        let inside = |value: &RawValue| {
+            let start = value.bytes().as_ptr() as usize;
+            frame.contains(&start) && start + value.bytes().len() <= frame.end
+        };
+        let Some(HubMessage::Invocation(inv)) = parse_message(&mut buf, MAX).unwrap() else {
+            panic!("expected an invocation");
+        };
+        assert!(inside(&inv.arguments[0]));
+        let Some(HubMessage::Completion(Completion {
+            outcome: Outcome::Value(result),
+            ..
+        })) = parse_message(&mut buf, MAX).unwrap()
+        else {
+            panic!("expected a completion with a value");
+        };
+        assert!(inside(&result));
+    }
+
+    #[test]
+    fn finds_the_end_of_every_kind_of_value() {
+        let samples: Vec<Vec<u8>> = vec![
+            hex("0x00"),
+            hex("0xff"),
+            hex("0xc0"),
+            hex("0xc2"),
+            hex("0xcc 0x01"),
+            hex("0xcd 0x01 0x02"),
+            hex("0xce 0 0 0 1"),
+            hex("0xcf 0 0 0 0 0 0 0 1"),
+            hex("0xd0 0x80"),
+            hex("0xd1 0 1"),
+            hex("0xd2 0 0 0 1"),
+            hex("0xd3 0 0 0 0 0 0 0 1"),
+            hex("0xca 0 0 0 0"),
+            hex("0xcb 0 0 0 0 0 0 0 0"),
+            hex("0xa2 0x61 0x62"),
+            hex("0xd9 0x01 0x61"),
+            hex("0xda 0x00 0x01 0x61"),
+            hex("0xdb 0 0 0 1 0x61"),
+            hex("0xc4 0x02 0x01 0x02"),
+            hex("0xc5 0x00 0x01 0x01"),
+            hex("0xc6 0 0 0 1 0x01"),
+            hex("0xd4 0x01 0x01"),
+            hex("0xd5 0x01 0x01 0x02"),
+            hex("0xd6 0x01 1 2 3 4"),
+            hex("0xd7 0x01 1 2 3 4 5 6 7 8"),
+            hex("0xd8 0x01 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16"),
+            hex("0xc7 0x02 0x01 0x01 0x02"),
+            hex("0xc8 0x00 0x01 0x01 0x01"),
+            hex("0xc9 0 0 0 1 0x01 0x01"),
+            hex("0x92 0x01 0x92 0x02 0x90"),
+            hex("0xdc 0x00 0x02 0x01 0x02"),
+            hex("0xdd 0 0 0 1 0x01"),
+            hex("0x82 0xa1 0x61 0x01 0xa1 0x62 0x80"),
+            hex("0xde 0x00 0x01 0x01 0x02"),
+            hex("0xdf 0 0 0 1 0x01 0x91 0xc0"),
+        ];
+        for sample in samples {
+            assert_eq!(value_end(&sample, 0), Ok(sample.len()), "{sample:02x?}");
+            let mut padded = sample.clone();
+            padded.extend_from_slice(&[0x01, 0x02]);
+            assert_eq!(value_end(&padded, 0), Ok(sample.len()), "{sample:02x?}");
+            for cut in 0..sample.len() {
+                assert_eq!(
+                    value_end(&sample[..cut], 0),
+                    Err(Fault::Truncated),
+                    "{sample:02x?} cut at {cut}"
+                );
+            }
+        }
+        assert_eq!(value_end(&[0xc1], 0), Err(Fault::Unexpected));
+    }
+
+    #[test]
+    fn huge_declared_counts_fail_fast() {
+        // 4 billion arguments declared, none present.
+        let body = hex("0x96 0x01 0x80 0xc0 0xa1 0x74 0xdd 0xff 0xff 0xff 0xff");
+        assert_malformed(parse(&body));
+        assert_eq!(
+            value_end(&hex("0xdf 0xff 0xff 0xff 0xff"), 0),
+            Err(Fault::Truncated)
+        );
+        assert_eq!(
+            value_end(&hex("0xdb 0xff 0xff 0xff 0xff 0x61"), 0),
+            Err(Fault::Truncated)
+        );
+    }
+
+    #[test]
+    fn deep_nesting_does_not_overflow_the_stack() {
+        let depth = 100_000;
+        // As the whole message: an array whose first element is not a type.
+        let mut nested = vec![0x91; depth];
+        nested.push(0x90);
+        assert_malformed(parse(&nested));
+        // Inside an argument: skipped without recursion, then refused when
+        // decoded into a type.
+        let mut body = hex("0x96 0x01 0x80 0xc0 0xa1 0x74 0x91");
+        body.extend_from_slice(&nested);
+        body.push(0x90);
+        let Ok(HubMessage::Invocation(inv)) = parse(&body) else {
+            panic!("a deeply nested argument should be skipped");
+        };
+        assert_eq!(inv.arguments[0].bytes().len(), depth + 1);
+        assert!(matches!(
+            decode_value::<serde_json::Value>(inv.arguments[0].bytes()),
+            Err(ProtocolError::InvalidValue(_))
+        ));
+        // Unterminated nesting is an error too.
+        let mut body = hex("0x96 0x01 0x80 0xc0 0xa1 0x74 0x91");
+        body.extend_from_slice(&vec![0x91; depth]);
+        assert_malformed(parse(&body));
+    }
+
+    #[test]
+    fn decode_errors_explain_themselves() {
+        match decode_value::<i32>(&hex("0xa1 0x78")) {
+            Err(ProtocolError::InvalidValue(message)) => {
+                assert!(message.contains("marker FixStr"), "{message}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
 }

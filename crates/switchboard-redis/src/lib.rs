@@ -1,0 +1,7 @@
+//! placeholder
+mod manager;
+mod options;
+mod subscriptions;
+
+pub use manager::RedisHubLifetimeManager;
+pub use options::RedisOptions;

@@ -1,0 +1,1126 @@
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use fred::clients::{Client, SubscriberClient};
+use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
+use fred::types::config::{Config, Options, ReconnectPolicy};
+use fred::types::{Builder, Message};
+use parking_lot::Mutex;
+use switchboard_channels::{ChannelKind, Channels};
+use switchboard_core::protocol::{Completion, Outcome, Protocol, RawValue};
+use switchboard_core::{
+    ClientResponse, Connection, ConnectionId, ConnectionStore, Error, HubLifetimeManager,
+    InvokeOptions, ManagerStats, PendingInvocations, Result, ResultSender, SerializedMessage,
+    outcome_to_result, wait_for_response,
+};
+use switchboard_protocol as wire;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::options::RedisOptions;
+use crate::subscriptions::{Op, Subscriptions, applied};
+
+/// How many group commands from other servers may wait to be applied.
+const COMMAND_QUEUE: usize = 10_000;
+
+/// A [`HubLifetimeManager`] that spans every server connected to one Redis.
+///
+/// See the [crate documentation](crate) for how it works. A cheap-to-clone
+/// handle; call [`RedisHubLifetimeManager::shutdown`] to stop its
+/// background tasks and close its Redis connections.
+#[derive(Clone)]
+pub struct RedisHubLifetimeManager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Unique per server: the suffix of this server's ack and return channels.
+    server_name: String,
+    /// Channel names for this prefix and hub.
+    channels: Channels,
+    /// Timeouts and limits.
+    options: RedisOptions,
+    /// PUBLISH goes here. Separate from the subscriber, because a
+    /// connection in subscribe mode cannot publish.
+    publisher: Client,
+    /// Every SUBSCRIBE goes through here (via `subscriptions`).
+    subscriber: SubscriberClient,
+    /// Per-publish options: fail fast while disconnected, bounded wait.
+    publish_options: Options,
+    /// The local connections, groups and users.
+    store: ConnectionStore,
+    /// Held while a membership change is made in `store` and its
+    /// subscription op is queued, so ops reach Redis in the order of the
+    /// changes. Never held across `.await`.
+    membership: Mutex<()>,
+    /// The ordered subscription queue.
+    subscriptions: Subscriptions,
+    /// Client-result invocations started on this server, by invocation id.
+    results: PendingInvocations<ResultSender>,
+    /// Client-result invocations of local connections started on other
+    /// servers: where to send the answer.
+    forwarded: PendingInvocations<String>,
+    /// Remote group commands waiting for their Ack: id -> the owner's error, if any.
+    acks: Mutex<HashMap<u64, oneshot::Sender<Option<String>>>>,
+    /// The next group command id.
+    next_ack: AtomicU64,
+    /// Group commands from other servers, applied in order by one task.
+    commands: mpsc::Sender<wire::GroupCommand>,
+    /// Backplane counters.
+    counters: Counters,
+    /// Cancelled by `shutdown`: background tasks end.
+    shutdown: CancellationToken,
+    /// The background tasks, ended on shutdown.
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    published: AtomicU64,
+    received: AtomicU64,
+    malformed: AtomicU64,
+    oversize: AtomicU64,
+    lagged: AtomicU64,
+    publish_errors: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl fmt::Debug for RedisHubLifetimeManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisHubLifetimeManager")
+            .field("server_name", &self.inner.server_name)
+            .field("hub", &self.inner.channels.hub())
+            .field("connections", &self.inner.store.len())
+            .finish()
+    }
+}
+
+fn unavailable(reason: impl Into<String>, source: Option<fred::error::Error>) -> Error {
+    Error::BackplaneUnavailable {
+        reason: reason.into(),
+        source: source.map(|e| Box::new(e) as switchboard_core::BoxError),
+    }
+}
+
+fn default_server_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let host: String = host
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+        .take(64)
+        .collect();
+    let host = if host.is_empty() {
+        "server".to_owned()
+    } else {
+        host
+    };
+    let mut suffix = switchboard_core::random_token();
+    suffix.truncate(12);
+    format!("{host}_{suffix}")
+}
+
+impl RedisHubLifetimeManager {
+    /// Connects to Redis and starts the backplane.
+    ///
+    /// Fails with [`Error::BackplaneUnavailable`] when Redis cannot be
+    /// reached within the connect timeout, and with
+    /// [`Error::InvalidName`] or [`Error::InvalidConfig`] for bad settings.
+    pub async fn connect(options: RedisOptions) -> Result<RedisHubLifetimeManager> {
+        let channels =
+            Channels::new(&options.prefix, &options.hub).map_err(|e| Error::InvalidName {
+                kind: "channel prefix or hub",
+                name: format!("{}{}", options.prefix, options.hub),
+                reason: e.to_string(),
+            })?;
+        let server_name = options
+            .server_name
+            .clone()
+            .unwrap_or_else(default_server_name);
+        switchboard_channels::validate_server_name(&server_name).map_err(|e| {
+            Error::InvalidName {
+                kind: "server",
+                name: server_name.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+
+        let mut config = Config::from_url(&options.url).map_err(|e| Error::InvalidConfig {
+            reason: format!("Redis URL: {e}"),
+        })?;
+        config.fail_fast = true;
+        let max_delay = u32::try_from(options.reconnect_max_delay.as_millis()).unwrap_or(u32::MAX);
+        let mut builder = Builder::from_config(config);
+        builder
+            // fred reconnects only when told to: retry forever, backing off.
+            .set_policy(ReconnectPolicy::new_exponential(
+                0,
+                50,
+                max_delay.max(50),
+                2,
+            ))
+            .with_performance_config(|perf| {
+                perf.broadcast_channel_capacity = options.message_capacity;
+            })
+            .with_connection_config(|conn| {
+                conn.connection_timeout = options.connect_timeout;
+                conn.internal_command_timeout = options.connect_timeout;
+            });
+        let build_error = |e: fred::error::Error| Error::InvalidConfig {
+            reason: format!("Redis client: {e}"),
+        };
+        let publisher = builder.build().map_err(build_error)?;
+        let subscriber = builder.build_subscriber_client().map_err(build_error)?;
+
+        // Subscribe to the message stream before any SUBSCRIBE, so nothing
+        // published after a subscription is confirmed can be missed.
+        let messages = subscriber.message_rx();
+        let reconnects = subscriber.reconnect_rx();
+
+        let mut tasks = Vec::new();
+        tasks.push(start_client(&publisher, &options).await?);
+        tasks.push(start_client(&subscriber, &options).await?);
+        tasks.push(subscriber.manage_subscriptions());
+
+        // The channels every server always listens on; fred re-subscribes
+        // them itself after a reconnect.
+        let fixed = vec![
+            channels.all(),
+            channels.ack(&server_name),
+            channels.client_return(&server_name),
+        ];
+        subscriber
+            .subscribe(fixed)
+            .await
+            .map_err(|e| unavailable(format!("cannot subscribe: {e}"), Some(e)))?;
+        // SUBSCRIBE completes when written; the PING answer proves it applied.
+        subscriber
+            .ping::<fred::types::Value>(None)
+            .await
+            .map_err(|e| unavailable(format!("cannot subscribe: {e}"), Some(e)))?;
+
+        let (subscriptions, worker) =
+            Subscriptions::start(subscriber.clone(), options.publish_timeout);
+        tasks.push(worker);
+        let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
+
+        let publish_options = Options {
+            fail_fast: true,
+            timeout: Some(options.publish_timeout),
+            ..Options::default()
+        };
+        let inner = Arc::new(Inner {
+            server_name,
+            channels,
+            options,
+            publisher,
+            subscriber,
+            publish_options,
+            store: ConnectionStore::new(),
+            membership: Mutex::new(()),
+            subscriptions,
+            results: PendingInvocations::new(),
+            forwarded: PendingInvocations::new(),
+            acks: Mutex::new(HashMap::new()),
+            next_ack: AtomicU64::new(1),
+            commands,
+            counters: Counters::default(),
+            shutdown: CancellationToken::new(),
+            tasks: Mutex::new(Vec::new()),
+        });
+        let weak = Arc::downgrade(&inner);
+        tasks.push(tokio::spawn(pump(
+            weak.clone(),
+            messages,
+            inner.shutdown.clone(),
+        )));
+        tasks.push(tokio::spawn(apply_commands(
+            weak.clone(),
+            command_rx,
+            inner.shutdown.clone(),
+        )));
+        tasks.push(tokio::spawn(maintain(
+            weak,
+            reconnects,
+            inner.shutdown.clone(),
+        )));
+        inner.tasks.lock().extend(tasks);
+        tracing::info!(server = %inner.server_name, hub = %inner.channels.hub(), "connected to the Redis backplane");
+        Ok(RedisHubLifetimeManager { inner })
+    }
+
+    /// This server's name on the backplane.
+    pub fn server_name(&self) -> &str {
+        &self.inner.server_name
+    }
+
+    /// The channel names this manager uses.
+    pub fn channels(&self) -> &Channels {
+        &self.inner.channels
+    }
+
+    /// The local connection store.
+    pub fn store(&self) -> &ConnectionStore {
+        &self.inner.store
+    }
+
+    /// Whether both Redis connections are up right now.
+    pub fn is_connected(&self) -> bool {
+        self.inner.publisher.is_connected() && self.inner.subscriber.is_connected()
+    }
+
+    /// Stops the background tasks, fails pending client results with
+    /// [`Error::Shutdown`], and closes the Redis connections.
+    pub async fn shutdown(&self) {
+        let inner = &self.inner;
+        inner.shutdown.cancel();
+        for (_, waiter) in inner.results.drain() {
+            let _ = waiter.send(Err(Error::Shutdown));
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), inner.subscriber.quit()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), inner.publisher.quit()).await;
+        for task in inner.tasks.lock().drain(..) {
+            task.abort();
+        }
+    }
+}
+
+/// Connects one client within the connect timeout; returns a task that
+/// logs how its connection ends.
+async fn start_client<C: ClientLike>(client: &C, options: &RedisOptions) -> Result<JoinHandle<()>> {
+    match tokio::time::timeout(options.connect_timeout, client.init()).await {
+        Ok(Ok(handle)) => Ok(tokio::spawn(async move {
+            if let Ok(Err(e)) = handle.await {
+                tracing::debug!(error = %e, "Redis connection task ended");
+            }
+        })),
+        Ok(Err(e)) => {
+            tracing::error!(url = %redacted(&options.url), error = %e, "cannot connect to Redis");
+            Err(unavailable(
+                format!("cannot connect to Redis: {e}"),
+                Some(e),
+            ))
+        }
+        Err(_) => {
+            tracing::error!(url = %redacted(&options.url), timeout = ?options.connect_timeout, "cannot connect to Redis: timed out");
+            let _ = tokio::time::timeout(Duration::from_millis(100), client.quit()).await;
+            Err(unavailable(
+                format!(
+                    "cannot connect to Redis within {:?}",
+                    options.connect_timeout
+                ),
+                None,
+            ))
+        }
+    }
+}
+
+/// The URL without its password, for logs.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        for task in self.tasks.get_mut().drain(..) {
+            task.abort();
+        }
+        let publisher = self.publisher.clone();
+        let subscriber = self.subscriber.clone();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(1), subscriber.quit()).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), publisher.quit()).await;
+            });
+        }
+    }
+}
+
+fn to_wire_messages(message: &SerializedMessage) -> Vec<wire::SerializedMessage> {
+    message
+        .iter()
+        .map(|(protocol, frame)| wire::SerializedMessage {
+            protocol: protocol.name().to_owned(),
+            payload: frame.clone(),
+        })
+        .collect()
+}
+
+fn from_wire_messages(messages: Vec<wire::SerializedMessage>) -> SerializedMessage {
+    let mut message = SerializedMessage::new();
+    for m in messages {
+        if let Some(protocol) = Protocol::from_name(&m.protocol) {
+            message.insert(protocol, m.payload);
+        }
+    }
+    message
+}
+
+fn invocation_envelope(
+    message: &SerializedMessage,
+    excluded: &[ConnectionId],
+    invocation_id: &str,
+    reply_server: &str,
+) -> Bytes {
+    wire::encode_body(wire::Body::Invocation(wire::Invocation {
+        messages: to_wire_messages(message),
+        excluded_connection_ids: excluded.iter().map(|id| id.to_string()).collect(),
+        invocation_id: invocation_id.to_owned(),
+        reply_server: reply_server.to_owned(),
+    }))
+}
+
+impl Inner {
+    /// PUBLISHes one envelope; returns how many subscribers received it.
+    async fn publish(&self, channel: String, envelope: Bytes) -> Result<i64> {
+        if envelope.len() > self.options.max_envelope_size {
+            return Err(Error::MessageTooLarge {
+                size: envelope.len(),
+                limit: self.options.max_envelope_size,
+            });
+        }
+        if !self.publisher.is_connected() {
+            bump(&self.counters.publish_errors);
+            return Err(unavailable("not connected to Redis", None));
+        }
+        let result = self
+            .publisher
+            .with_options(&self.publish_options)
+            .publish::<i64, _, _>(channel, envelope)
+            .await;
+        match result {
+            Ok(receivers) => {
+                bump(&self.counters.published);
+                Ok(receivers)
+            }
+            Err(e) => {
+                bump(&self.counters.publish_errors);
+                Err(unavailable(format!("publish failed: {e}"), Some(e)))
+            }
+        }
+    }
+
+    async fn publish_invocation(
+        &self,
+        channel: String,
+        message: &SerializedMessage,
+        excluded: &[ConnectionId],
+    ) -> Result<()> {
+        self.publish(channel, invocation_envelope(message, excluded, "", ""))
+            .await
+            .map(drop)
+    }
+
+    /// Publishes the same invocation on several channels, pipelined.
+    async fn publish_many(&self, channels: Vec<String>, message: &SerializedMessage) -> Result<()> {
+        let envelope = invocation_envelope(message, &[], "", "");
+        let sends = channels
+            .into_iter()
+            .map(|channel| self.publish(channel, envelope.clone()));
+        for result in futures::future::join_all(sends).await {
+            result?;
+        }
+        Ok(())
+    }
+
+    /// Adds a local connection to a group, subscribing on the first member.
+    /// `None` if the connection is not local.
+    async fn add_local(&self, connection_id: &str, group: &str) -> Option<Result<()>> {
+        let wait = {
+            let _order = self.membership.lock();
+            match self.store.add_to_group(connection_id, group) {
+                Ok(change) => change.group_transition.then(|| {
+                    self.subscriptions
+                        .queue(Op::Subscribe(self.channels.group(group)))
+                }),
+                Err(Error::ConnectionNotFound { .. }) => return None,
+                Err(e) => return Some(Err(e)),
+            }
+        };
+        if let Some(wait) = wait {
+            if !applied(vec![wait]).await {
+                tracing::warn!(group, "group subscription pending until Redis answers");
+            }
+        }
+        Some(Ok(()))
+    }
+
+    /// Removes a local connection from a group, unsubscribing after the last
+    /// member. `None` if the connection is not local.
+    async fn remove_local(&self, connection_id: &str, group: &str) -> Option<Result<()>> {
+        let wait = {
+            let _order = self.membership.lock();
+            match self.store.remove_from_group(connection_id, group) {
+                Ok(change) => change.group_transition.then(|| {
+                    self.subscriptions
+                        .queue(Op::Unsubscribe(self.channels.group(group)))
+                }),
+                Err(Error::ConnectionNotFound { .. }) => return None,
+                Err(e) => return Some(Err(e)),
+            }
+        };
+        if let Some(wait) = wait {
+            applied(vec![wait]).await;
+        }
+        Some(Ok(()))
+    }
+
+    /// Asks the server holding `connection_id` to change its groups and
+    /// waits for the acknowledgement.
+    async fn group_command(
+        &self,
+        connection_id: &str,
+        group: &str,
+        action: wire::Action,
+    ) -> Result<()> {
+        let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.acks.lock().insert(id, tx);
+        let _cleanup = AckGuard {
+            acks: &self.acks,
+            id,
+        };
+        let envelope = wire::encode_body(wire::Body::GroupCommand(wire::GroupCommand {
+            id,
+            server: self.server_name.clone(),
+            action: action as i32,
+            group: group.to_owned(),
+            connection_id: connection_id.to_owned(),
+        }));
+        let receivers = self
+            .publish(self.channels.connection(connection_id), envelope)
+            .await?;
+        let adding = action == wire::Action::Add;
+        if receivers == 0 {
+            // No server holds the connection: nothing to add, nothing to remove.
+            return if adding {
+                Err(Error::ConnectionNotFound {
+                    connection_id: connection_id.to_owned(),
+                })
+            } else {
+                Ok(())
+            };
+        }
+        match tokio::time::timeout(self.options.ack_timeout, rx).await {
+            Ok(Ok(None)) => Ok(()),
+            Ok(Ok(Some(_))) if adding => Err(Error::ConnectionNotFound {
+                connection_id: connection_id.to_owned(),
+            }),
+            Ok(Ok(Some(reason))) => Err(Error::GroupCommandRejected { reason }),
+            Ok(Err(_)) => Err(Error::Shutdown),
+            Err(_) => Err(Error::AckTimeout {
+                action: if adding { "add" } else { "remove" },
+                connection_id: connection_id.to_owned(),
+                group: group.to_owned(),
+                timeout: self.options.ack_timeout,
+            }),
+        }
+    }
+
+    /// Sends a client-result answer to the server waiting for it.
+    async fn send_result(&self, reply_server: &str, invocation_id: &str, outcome: wire::Outcome) {
+        let envelope = wire::encode_body(wire::Body::ClientResult(wire::ClientResult {
+            invocation_id: invocation_id.to_owned(),
+            outcome: Some(outcome),
+        }));
+        if let Err(e) = self
+            .publish(self.channels.client_return(reply_server), envelope)
+            .await
+        {
+            tracing::warn!(%invocation_id, reply_server, error = %e, "could not forward a client result");
+        }
+    }
+
+    /// Every channel this server must be subscribed to now.
+    fn wanted_channels(&self) -> Vec<String> {
+        let mut wanted = vec![
+            self.channels.all(),
+            self.channels.ack(&self.server_name),
+            self.channels.client_return(&self.server_name),
+        ];
+        wanted.extend(
+            self.store
+                .connection_ids()
+                .iter()
+                .map(|id| self.channels.connection(id)),
+        );
+        wanted.extend(
+            self.store
+                .group_names()
+                .iter()
+                .map(|g| self.channels.group(g)),
+        );
+        wanted.extend(
+            self.store
+                .user_names()
+                .iter()
+                .map(|u| self.channels.user(u)),
+        );
+        wanted
+    }
+
+    /// Queues a SUBSCRIBE of every wanted channel.
+    fn resync(&self) {
+        let _order = self.membership.lock();
+        let wanted = self.wanted_channels();
+        self.subscriptions.queue_detached(Op::Resync(wanted));
+    }
+
+    /// Handles one message from Redis.
+    fn on_message(self: &Arc<Self>, message: Message) {
+        let Some(payload) = message.value.into_bytes() else {
+            bump(&self.counters.malformed);
+            return;
+        };
+        let Some(kind) = self.channels.parse(&message.channel) else {
+            bump(&self.counters.malformed);
+            return;
+        };
+        let body = match wire::decode(payload, self.options.max_envelope_size) {
+            Ok(body) => body,
+            Err(wire::DecodeError::TooLarge { size, limit }) => {
+                bump(&self.counters.oversize);
+                rate_limited_warn(
+                    &self.counters.oversize,
+                    || tracing::warn!(channel = %message.channel, size, limit, "dropped an oversized backplane message"),
+                );
+                return;
+            }
+            Err(e) => {
+                bump(&self.counters.malformed);
+                rate_limited_warn(
+                    &self.counters.malformed,
+                    || tracing::warn!(channel = %message.channel, error = %e, "dropped a malformed backplane message"),
+                );
+                return;
+            }
+        };
+        let accepted = match (kind, body) {
+            (ChannelKind::All, wire::Body::Invocation(inv)) => {
+                let excluded = inv.excluded_connection_ids;
+                self.store
+                    .deliver_all(&from_wire_messages(inv.messages), &excluded);
+                true
+            }
+            (ChannelKind::Group(group), wire::Body::Invocation(inv)) => {
+                let excluded = inv.excluded_connection_ids;
+                self.store
+                    .deliver_group(group, &from_wire_messages(inv.messages), &excluded);
+                true
+            }
+            (ChannelKind::User(user), wire::Body::Invocation(inv)) => {
+                self.store
+                    .deliver_user(user, &from_wire_messages(inv.messages));
+                true
+            }
+            (ChannelKind::Connection(id), wire::Body::Invocation(inv)) => {
+                self.on_connection_invocation(id, inv);
+                true
+            }
+            (ChannelKind::Connection(id), wire::Body::GroupCommand(command))
+                if command.connection_id == id =>
+            {
+                if self.commands.try_send(command).is_err() {
+                    tracing::warn!(
+                        "group command queue full; command dropped (the sender will time out)"
+                    );
+                }
+                true
+            }
+            (ChannelKind::Ack(server), wire::Body::Ack(ack)) if server == self.server_name => {
+                if let Some(waiter) = self.acks.lock().remove(&ack.id) {
+                    let _ = waiter.send(ack.error);
+                }
+                true
+            }
+            (ChannelKind::Return(server), wire::Body::ClientResult(result))
+                if server == self.server_name =>
+            {
+                self.on_client_result(result);
+                true
+            }
+            _ => false,
+        };
+        if accepted {
+            bump(&self.counters.received);
+        } else {
+            bump(&self.counters.malformed);
+            rate_limited_warn(
+                &self.counters.malformed,
+                || tracing::warn!(channel = %message.channel, "dropped a backplane message of the wrong kind for its channel"),
+            );
+        }
+    }
+
+    fn on_connection_invocation(self: &Arc<Self>, connection_id: &str, inv: wire::Invocation) {
+        let message = from_wire_messages(inv.messages);
+        if inv.invocation_id.is_empty() {
+            self.store.deliver_connection(connection_id, &message);
+            return;
+        }
+        // A client-result invocation started on another server.
+        let Some(connection) = self.store.get(connection_id) else {
+            let inner = self.clone();
+            let connection_id = connection_id.to_owned();
+            tokio::spawn(async move {
+                inner
+                    .send_result(
+                        &inv.reply_server,
+                        &inv.invocation_id,
+                        wire::Outcome::Disconnected(connection_id),
+                    )
+                    .await;
+            });
+            return;
+        };
+        if let Err(e) = self.forwarded.insert(
+            &inv.invocation_id,
+            connection.id().clone(),
+            inv.reply_server,
+        ) {
+            tracing::warn!(error = %e, "ignoring a client-result invocation");
+            return;
+        }
+        self.store.record(connection.deliver(&message));
+    }
+
+    fn on_client_result(&self, result: wire::ClientResult) {
+        let Some(waiter) = self.results.remove(&result.invocation_id) else {
+            // The caller gave up already (timeout, cancellation).
+            return;
+        };
+        let outcome = match result.outcome {
+            Some(wire::Outcome::Value(value)) if value.payload.is_empty() => {
+                Ok(ClientResponse::new(None))
+            }
+            Some(wire::Outcome::Value(value)) => match Protocol::from_name(&value.protocol) {
+                Some(protocol) => Ok(ClientResponse::new(Some(RawValue::new(
+                    protocol,
+                    value.payload,
+                )))),
+                None => Err(Error::InvalidResult {
+                    reason: format!("unknown hub protocol '{}'", value.protocol),
+                }),
+            },
+            Some(wire::Outcome::Error(message)) => Err(Error::ClientError { message }),
+            Some(wire::Outcome::Disconnected(connection_id)) => {
+                Err(Error::ConnectionDisconnected { connection_id })
+            }
+            None => Err(Error::InvalidResult {
+                reason: "the answer carried no outcome".to_owned(),
+            }),
+        };
+        let _ = waiter.send(outcome);
+    }
+}
+
+/// Logs at most once per 1024 occurrences of a counter, so garbage cannot
+/// flood the log.
+fn rate_limited_warn(counter: &AtomicU64, log: impl FnOnce()) {
+    if counter.load(Ordering::Relaxed) % 1024 == 1 {
+        log();
+    }
+}
+
+/// Removes a pending group-command ack when the caller stops waiting.
+struct AckGuard<'a> {
+    acks: &'a Mutex<HashMap<u64, oneshot::Sender<Option<String>>>>,
+    id: u64,
+}
+
+impl Drop for AckGuard<'_> {
+    fn drop(&mut self) {
+        self.acks.lock().remove(&self.id);
+    }
+}
+
+/// Drains Redis messages and dispatches them: the single consumer of the
+/// subscriber's message stream.
+async fn pump(
+    inner: Weak<Inner>,
+    mut messages: broadcast::Receiver<Message>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let received = tokio::select! {
+            () = shutdown.cancelled() => break,
+            received = messages.recv() => received,
+        };
+        let Some(inner) = inner.upgrade() else { break };
+        match received {
+            Ok(message) => inner.on_message(message),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                inner.counters.lagged.fetch_add(n, Ordering::Relaxed);
+                tracing::warn!(
+                    lost = n,
+                    "the backplane dispatcher fell behind; messages were lost"
+                );
+            }
+            Err(broadcast::error::RecvError::Closed) => break,
+        }
+    }
+}
+
+/// Applies group commands from other servers, in order, and acknowledges them.
+async fn apply_commands(
+    inner: Weak<Inner>,
+    mut commands: mpsc::Receiver<wire::GroupCommand>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let command = tokio::select! {
+            () = shutdown.cancelled() => break,
+            command = commands.recv() => match command {
+                Some(command) => command,
+                None => break,
+            },
+        };
+        let Some(inner) = inner.upgrade() else { break };
+        let result = match command.action() {
+            wire::Action::Add => {
+                inner
+                    .add_local(&command.connection_id, &command.group)
+                    .await
+            }
+            wire::Action::Remove => inner
+                .remove_local(&command.connection_id, &command.group)
+                .await
+                .or(Some(Ok(()))),
+            wire::Action::Unspecified => Some(Err(Error::InvalidConfig {
+                reason: "group command without an action".to_owned(),
+            })),
+        };
+        let error = match result {
+            Some(Ok(())) => None,
+            None => Some(format!(
+                "Connection '{}' does not exist.",
+                command.connection_id
+            )),
+            Some(Err(e)) => Some(e.to_string()),
+        };
+        let envelope = wire::encode_body(wire::Body::Ack(wire::Ack {
+            id: command.id,
+            error,
+        }));
+        if let Err(e) = inner
+            .publish(inner.channels.ack(&command.server), envelope)
+            .await
+        {
+            tracing::warn!(error = %e, server = %command.server, "could not acknowledge a group command");
+        }
+    }
+}
+
+/// Re-subscribes after reconnects and after failed subscription changes.
+async fn maintain(
+    inner: Weak<Inner>,
+    mut reconnects: broadcast::Receiver<fred::types::config::Server>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        let reconnected = tokio::select! {
+            () = shutdown.cancelled() => break,
+            r = reconnects.recv() => match r {
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => true,
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            _ = tick.tick() => false,
+        };
+        let Some(inner) = inner.upgrade() else { break };
+        if reconnected {
+            tracing::info!(server = %inner.server_name, "reconnected to Redis; restoring subscriptions");
+            inner
+                .subscriptions
+                .needs_resync
+                .store(false, Ordering::Relaxed);
+            inner.resync();
+        } else if inner.subscriber.is_connected()
+            && inner
+                .subscriptions
+                .needs_resync
+                .swap(false, Ordering::Relaxed)
+        {
+            inner.resync();
+        }
+    }
+}
+
+#[async_trait]
+impl HubLifetimeManager for RedisHubLifetimeManager {
+    async fn on_connected(&self, connection: Connection) -> Result<()> {
+        let inner = &self.inner;
+        let waits = {
+            let _order = inner.membership.lock();
+            let inserted = inner.store.insert(connection.clone())?;
+            let mut waits = vec![
+                inner
+                    .subscriptions
+                    .queue(Op::Subscribe(inner.channels.connection(connection.id()))),
+            ];
+            if let (true, Some(user)) = (inserted.first_of_user, connection.user()) {
+                waits.push(
+                    inner
+                        .subscriptions
+                        .queue(Op::Subscribe(inner.channels.user(user))),
+                );
+            }
+            waits
+        };
+        if !applied(waits).await {
+            tracing::warn!(connection_id = %connection.id(), "Redis unavailable: the connection is served locally and subscribed when Redis returns");
+        }
+        Ok(())
+    }
+
+    async fn on_disconnected(&self, connection_id: &str) -> Result<()> {
+        let inner = &self.inner;
+        let waits = {
+            let _order = inner.membership.lock();
+            match inner.store.remove(connection_id) {
+                Some(removed) => {
+                    let mut waits = vec![
+                        inner
+                            .subscriptions
+                            .queue(Op::Unsubscribe(inner.channels.connection(connection_id))),
+                    ];
+                    for group in &removed.emptied_groups {
+                        waits.push(
+                            inner
+                                .subscriptions
+                                .queue(Op::Unsubscribe(inner.channels.group(group))),
+                        );
+                    }
+                    if let (true, Some(user)) = (removed.last_of_user, removed.connection.user()) {
+                        waits.push(
+                            inner
+                                .subscriptions
+                                .queue(Op::Unsubscribe(inner.channels.user(user))),
+                        );
+                    }
+                    waits
+                }
+                None => Vec::new(),
+            }
+        };
+        for (_, waiter) in inner.results.take_connection(connection_id) {
+            let _ = waiter.send(Err(Error::ConnectionDisconnected {
+                connection_id: connection_id.to_owned(),
+            }));
+        }
+        for (invocation_id, reply_server) in inner.forwarded.take_connection(connection_id) {
+            inner
+                .send_result(
+                    &reply_server,
+                    &invocation_id,
+                    wire::Outcome::Disconnected(connection_id.to_owned()),
+                )
+                .await;
+        }
+        applied(waits).await;
+        Ok(())
+    }
+
+    async fn send_all(&self, message: &SerializedMessage) -> Result<()> {
+        self.inner
+            .publish_invocation(self.inner.channels.all(), message, &[])
+            .await
+    }
+
+    async fn send_all_except(
+        &self,
+        message: &SerializedMessage,
+        excluded: &[ConnectionId],
+    ) -> Result<()> {
+        self.inner
+            .publish_invocation(self.inner.channels.all(), message, excluded)
+            .await
+    }
+
+    async fn send_connection(
+        &self,
+        connection_id: &str,
+        message: &SerializedMessage,
+    ) -> Result<()> {
+        // A local connection is served directly: no round trip through Redis.
+        if self.inner.store.deliver_connection(connection_id, message) {
+            return Ok(());
+        }
+        self.inner
+            .publish_invocation(self.inner.channels.connection(connection_id), message, &[])
+            .await
+    }
+
+    async fn send_connections(
+        &self,
+        connection_ids: &[ConnectionId],
+        message: &SerializedMessage,
+    ) -> Result<()> {
+        let remote: Vec<String> = connection_ids
+            .iter()
+            .filter(|id| !self.inner.store.deliver_connection(id, message))
+            .map(|id| self.inner.channels.connection(id))
+            .collect();
+        if remote.is_empty() {
+            return Ok(());
+        }
+        self.inner.publish_many(remote, message).await
+    }
+
+    async fn send_group(&self, group: &str, message: &SerializedMessage) -> Result<()> {
+        self.inner
+            .publish_invocation(self.inner.channels.group(group), message, &[])
+            .await
+    }
+
+    async fn send_groups(&self, groups: &[String], message: &SerializedMessage) -> Result<()> {
+        let channels = groups
+            .iter()
+            .map(|g| self.inner.channels.group(g))
+            .collect();
+        self.inner.publish_many(channels, message).await
+    }
+
+    async fn send_group_except(
+        &self,
+        group: &str,
+        message: &SerializedMessage,
+        excluded: &[ConnectionId],
+    ) -> Result<()> {
+        self.inner
+            .publish_invocation(self.inner.channels.group(group), message, excluded)
+            .await
+    }
+
+    async fn send_user(&self, user: &str, message: &SerializedMessage) -> Result<()> {
+        self.inner
+            .publish_invocation(self.inner.channels.user(user), message, &[])
+            .await
+    }
+
+    async fn send_users(&self, users: &[String], message: &SerializedMessage) -> Result<()> {
+        let channels = users.iter().map(|u| self.inner.channels.user(u)).collect();
+        self.inner.publish_many(channels, message).await
+    }
+
+    async fn add_to_group(&self, connection_id: &str, group: &str) -> Result<()> {
+        match self.inner.add_local(connection_id, group).await {
+            Some(result) => result,
+            None => {
+                self.inner
+                    .group_command(connection_id, group, wire::Action::Add)
+                    .await
+            }
+        }
+    }
+
+    async fn remove_from_group(&self, connection_id: &str, group: &str) -> Result<()> {
+        match self.inner.remove_local(connection_id, group).await {
+            Some(result) => result,
+            None => {
+                self.inner
+                    .group_command(connection_id, group, wire::Action::Remove)
+                    .await
+            }
+        }
+    }
+
+    async fn invoke_connection(
+        &self,
+        connection_id: &str,
+        invocation_id: &str,
+        message: &SerializedMessage,
+        options: InvokeOptions,
+    ) -> Result<ClientResponse> {
+        let inner = &self.inner;
+        let (tx, rx) = oneshot::channel();
+        inner
+            .results
+            .insert(invocation_id, ConnectionId::from(connection_id), tx)?;
+        let _cleanup = inner.results.remove_on_drop(invocation_id);
+        if let Some(connection) = inner.store.get(connection_id) {
+            inner.store.record(connection.deliver(message));
+        } else {
+            let envelope = invocation_envelope(message, &[], invocation_id, &inner.server_name);
+            let receivers = inner
+                .publish(inner.channels.connection(connection_id), envelope)
+                .await?;
+            if receivers == 0 {
+                return Err(Error::ConnectionNotFound {
+                    connection_id: connection_id.to_owned(),
+                });
+            }
+        }
+        wait_for_response(rx, connection_id, &options).await
+    }
+
+    async fn set_connection_result(
+        &self,
+        connection_id: &str,
+        completion: Completion,
+    ) -> Result<()> {
+        let inner = &self.inner;
+        let Completion {
+            invocation_id,
+            outcome,
+        } = completion;
+        // Started on this server?
+        match inner.results.take(&invocation_id, connection_id) {
+            Ok(waiter) => {
+                let _ = waiter.send(outcome_to_result(outcome));
+                return Ok(());
+            }
+            Err(Error::UnknownInvocation { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        // Started on another server: forward the answer there.
+        let reply_server = inner.forwarded.take(&invocation_id, connection_id)?;
+        let outcome = match outcome {
+            Outcome::Void => wire::Outcome::Value(wire::SerializedMessage::default()),
+            Outcome::Value(value) => wire::Outcome::Value(wire::SerializedMessage {
+                protocol: value.protocol().name().to_owned(),
+                payload: value.bytes().clone(),
+            }),
+            Outcome::Error(message) => wire::Outcome::Error(message),
+        };
+        inner
+            .send_result(&reply_server, &invocation_id, outcome)
+            .await;
+        Ok(())
+    }
+
+    fn local_connection(&self, connection_id: &str) -> Option<Connection> {
+        self.inner.store.get(connection_id)
+    }
+
+    fn stats(&self) -> ManagerStats {
+        let mut stats = ManagerStats::default();
+        self.inner.store.fill_stats(&mut stats);
+        let c = &self.inner.counters;
+        stats.backplane_published = c.published.load(Ordering::Relaxed);
+        stats.backplane_received = c.received.load(Ordering::Relaxed);
+        stats.backplane_malformed = c.malformed.load(Ordering::Relaxed);
+        stats.backplane_oversize = c.oversize.load(Ordering::Relaxed);
+        stats.backplane_lagged = c.lagged.load(Ordering::Relaxed);
+        stats.backplane_publish_errors = c.publish_errors.load(Ordering::Relaxed);
+        stats
+    }
+}

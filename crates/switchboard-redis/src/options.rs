@@ -1,0 +1,120 @@
+use std::time::Duration;
+
+use switchboard_protocol::DEFAULT_MAX_ENVELOPE_SIZE;
+
+/// Settings of a [`RedisHubLifetimeManager`](crate::RedisHubLifetimeManager).
+///
+/// ```
+/// use std::time::Duration;
+/// use switchboard_redis::RedisOptions;
+///
+/// let options = RedisOptions::new("redis://127.0.0.1:6379")
+///     .prefix("myapp:")
+///     .hub("chat")
+///     .ack_timeout(Duration::from_secs(5));
+/// assert_eq!(options.hub_name(), "chat");
+/// ```
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    pub(crate) url: String,
+    pub(crate) prefix: String,
+    pub(crate) hub: String,
+    pub(crate) server_name: Option<String>,
+    pub(crate) ack_timeout: Duration,
+    pub(crate) publish_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) reconnect_max_delay: Duration,
+    pub(crate) message_capacity: usize,
+    pub(crate) max_envelope_size: usize,
+}
+
+impl RedisOptions {
+    /// Options for the Redis server at `url`:
+    /// `redis://[user:password@]host[:port][/db]`, or `rediss://...` for TLS.
+    pub fn new(url: impl Into<String>) -> RedisOptions {
+        RedisOptions {
+            url: url.into(),
+            prefix: String::new(),
+            hub: "hub".to_owned(),
+            server_name: None,
+            ack_timeout: Duration::from_secs(10),
+            publish_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(5),
+            reconnect_max_delay: Duration::from_secs(2),
+            message_capacity: 16 * 1024,
+            max_envelope_size: DEFAULT_MAX_ENVELOPE_SIZE,
+        }
+    }
+
+    /// Prepended to every channel name, so several applications can share
+    /// one Redis. May contain `:`; not `*`, `?`, `[`, `]`, `\` or spaces.
+    /// Default: empty.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The hub's name; servers of one hub must use the same. No `:`.
+    /// Default: `hub`.
+    pub fn hub(mut self, hub: impl Into<String>) -> Self {
+        self.hub = hub.into();
+        self
+    }
+
+    /// The hub's name as configured.
+    pub fn hub_name(&self) -> &str {
+        &self.hub
+    }
+
+    /// This server's name on the backplane (its ack and return channels).
+    /// Default: the host name and a random suffix. Must be unique among the
+    /// servers of a hub.
+    pub fn server_name(mut self, name: impl Into<String>) -> Self {
+        self.server_name = Some(name.into());
+        self
+    }
+
+    /// How long a remote group change waits for the owning server's
+    /// acknowledgement. Default: 10 s.
+    pub fn ack_timeout(mut self, timeout: Duration) -> Self {
+        self.ack_timeout = timeout;
+        self
+    }
+
+    /// The longest a publish may take before it fails with
+    /// `BackplaneUnavailable` (for example while Redis is stalled).
+    /// Default: 1 s.
+    pub fn publish_timeout(mut self, timeout: Duration) -> Self {
+        self.publish_timeout = timeout;
+        self
+    }
+
+    /// How long [`connect`](crate::RedisHubLifetimeManager::connect) tries to
+    /// reach Redis before failing. Default: 5 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The longest pause between reconnect attempts after Redis goes away
+    /// (attempts start at 50 ms and back off). Default: 2 s.
+    pub fn reconnect_max_delay(mut self, delay: Duration) -> Self {
+        self.reconnect_max_delay = delay;
+        self
+    }
+
+    /// How many received messages may wait for the dispatcher before the
+    /// oldest are dropped (counted as `backplane_lagged`). Default: 16384.
+    pub fn message_capacity(mut self, capacity: usize) -> Self {
+        self.message_capacity = capacity.max(16);
+        self
+    }
+
+    /// The largest envelope sent or accepted, in bytes. Larger sends fail
+    /// with `MessageTooLarge`; larger arrivals are dropped and counted.
+    /// Default: 4 MiB.
+    pub fn max_envelope_size(mut self, size: usize) -> Self {
+        self.max_envelope_size = size;
+        self
+    }
+}
