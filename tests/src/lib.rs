@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 pub mod conformance;
+pub mod redis_process;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -134,6 +135,39 @@ impl TestClient {
                 invocation_id: invocation.invocation_id,
             },
             other => panic!("expected an invocation, got {other:?}"),
+        }
+    }
+
+    /// Discards every frame queued right now.
+    pub fn drain(&mut self) {
+        while self.outbound.try_recv().is_some() {}
+    }
+
+    /// The next invocation whose first argument equals `marker`, skipping
+    /// others; `None` if none arrives within `wait`.
+    pub async fn recv_marked(&mut self, marker: &str, wait: Duration) -> Option<Received> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.outbound.recv())
+                .await
+                .ok()??;
+            let mut buf = BytesMut::from(&frame[..]);
+            if let Ok(Some(HubMessage::Invocation(invocation))) =
+                self.protocol().parse_message(&mut buf, usize::MAX)
+            {
+                let arguments: Vec<Value> = invocation
+                    .arguments
+                    .iter()
+                    .filter_map(|a| a.deserialize::<Value>().ok())
+                    .collect();
+                if arguments.first().and_then(Value::as_str) == Some(marker) {
+                    return Some(Received {
+                        target: invocation.target,
+                        arguments,
+                        invocation_id: invocation.invocation_id,
+                    });
+                }
+            }
         }
     }
 

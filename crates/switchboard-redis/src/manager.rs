@@ -1,6 +1,6 @@
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -53,6 +53,11 @@ struct Inner {
     subscriber: SubscriberClient,
     /// Per-publish options: fail fast while disconnected, bounded wait.
     publish_options: Options,
+    /// Whether the publishing connection is believed up: cleared the moment
+    /// fred reports the connection lost, set again when it reconnects. fred
+    /// still says "connected" for a moment after the socket dies; this flag
+    /// lets sends fail at once instead of waiting out the publish timeout.
+    publisher_up: AtomicBool,
     /// The local connections, groups and users.
     store: ConnectionStore,
     /// Held while a membership change is made in `store` and its
@@ -157,6 +162,14 @@ impl RedisHubLifetimeManager {
             }
         })?;
 
+        if !(options.url.starts_with("redis://") || options.url.starts_with("rediss://")) {
+            return Err(Error::InvalidConfig {
+                reason: format!(
+                    "Redis URL '{}' must start with redis:// or rediss://",
+                    redacted(&options.url)
+                ),
+            });
+        }
         let mut config = Config::from_url(&options.url).map_err(|e| Error::InvalidConfig {
             reason: format!("Redis URL: {e}"),
         })?;
@@ -192,28 +205,27 @@ impl RedisHubLifetimeManager {
         let mut tasks = Vec::new();
         tasks.push(start_client(&publisher, &options).await?);
         tasks.push(start_client(&subscriber, &options).await?);
-        tasks.push(subscriber.manage_subscriptions());
-
-        // The channels every server always listens on; fred re-subscribes
-        // them itself after a reconnect.
+        // The channels every server always listens on. They go through the
+        // same ordered queue as every other subscription and are restored
+        // with the rest after a reconnect (see `maintain`).
+        let (subscriptions, worker) =
+            Subscriptions::start(subscriber.clone(), options.publish_timeout);
+        tasks.push(worker);
         let fixed = vec![
             channels.all(),
             channels.ack(&server_name),
             channels.client_return(&server_name),
         ];
-        subscriber
-            .subscribe(fixed)
-            .await
-            .map_err(|e| unavailable(format!("cannot subscribe: {e}"), Some(e)))?;
-        // SUBSCRIBE completes when written; the PING answer proves it applied.
-        subscriber
-            .ping::<fred::types::Value>(None)
-            .await
-            .map_err(|e| unavailable(format!("cannot subscribe: {e}"), Some(e)))?;
-
-        let (subscriptions, worker) =
-            Subscriptions::start(subscriber.clone(), options.publish_timeout);
-        tasks.push(worker);
+        if !applied(vec![subscriptions.queue(Op::Resync(fixed))]).await {
+            for task in &tasks {
+                task.abort();
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), subscriber.quit()).await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), publisher.quit()).await;
+            return Err(unavailable("cannot subscribe to the hub's channels", None));
+        }
+        let publisher_errors = publisher.error_rx();
+        let publisher_reconnects = publisher.reconnect_rx();
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
 
         let publish_options = Options {
@@ -228,6 +240,7 @@ impl RedisHubLifetimeManager {
             publisher,
             subscriber,
             publish_options,
+            publisher_up: AtomicBool::new(true),
             store: ConnectionStore::new(),
             membership: Mutex::new(()),
             subscriptions,
@@ -252,8 +265,14 @@ impl RedisHubLifetimeManager {
             inner.shutdown.clone(),
         )));
         tasks.push(tokio::spawn(maintain(
-            weak,
+            weak.clone(),
             reconnects,
+            inner.shutdown.clone(),
+        )));
+        tasks.push(tokio::spawn(watch_publisher(
+            weak,
+            publisher_errors,
+            publisher_reconnects,
             inner.shutdown.clone(),
         )));
         inner.tasks.lock().extend(tasks);
@@ -397,7 +416,7 @@ impl Inner {
                 limit: self.options.max_envelope_size,
             });
         }
-        if !self.publisher.is_connected() {
+        if !self.publisher_up.load(Ordering::Relaxed) || !self.publisher.is_connected() {
             bump(&self.counters.publish_errors);
             return Err(unavailable("not connected to Redis", None));
         }
@@ -826,6 +845,41 @@ async fn apply_commands(
         {
             tracing::warn!(error = %e, server = %command.server, "could not acknowledge a group command");
         }
+    }
+}
+
+/// Tracks whether the publishing connection is up, from fred's events.
+async fn watch_publisher(
+    inner: Weak<Inner>,
+    mut errors: broadcast::Receiver<(fred::error::Error, Option<fred::types::config::Server>)>,
+    mut reconnects: broadcast::Receiver<fred::types::config::Server>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let up = tokio::select! {
+            () = shutdown.cancelled() => break,
+            e = errors.recv() => match e {
+                Ok((error, _)) => {
+                    if let Some(inner) = inner.upgrade() {
+                        if inner.publisher_up.load(Ordering::Relaxed) {
+                            tracing::warn!(%error, "lost the Redis connection; sends fail until it is back");
+                        }
+                    }
+                    false
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => false,
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            r = reconnects.recv() => match r {
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => true,
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+        };
+        let Some(inner) = inner.upgrade() else { break };
+        if up && !inner.publisher_up.load(Ordering::Relaxed) {
+            tracing::info!(server = %inner.server_name, "Redis connection restored");
+        }
+        inner.publisher_up.store(up, Ordering::Relaxed);
     }
 }
 

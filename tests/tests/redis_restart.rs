@@ -1,0 +1,232 @@
+//! Redis is killed and started again on the same port while two servers
+//! hold connections, groups and users: sends during the outage fail fast,
+//! local state is kept, and delivery of every kind resumes by itself.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use switchboard_core::{Error, HubLifetimeManager};
+use switchboard_redis::{RedisHubLifetimeManager, RedisOptions};
+use switchboard_tests::redis_process::RedisProcess;
+use switchboard_tests::{TestClient, init_logging, message};
+
+/// How long delivery may take to come back after Redis does.
+const RECOVERY_LIMIT: Duration = Duration::from_secs(15);
+
+async fn server(url: &str) -> Arc<dyn HubLifetimeManager> {
+    let options = RedisOptions::new(url)
+        .hub("restart")
+        .reconnect_max_delay(Duration::from_millis(200));
+    Arc::new(RedisHubLifetimeManager::connect(options).await.unwrap())
+}
+
+/// Sends `send` with a fresh marker until `client` receives it; returns how
+/// long that took. Panics after [`RECOVERY_LIMIT`].
+async fn wait_for_delivery<F, Fut>(client: &mut TestClient, what: &str, send: F) -> Duration
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = switchboard_core::Result<()>>,
+{
+    let started = Instant::now();
+    let mut attempt = 0;
+    while started.elapsed() < RECOVERY_LIMIT {
+        attempt += 1;
+        let marker = format!("{what}-{attempt}");
+        if send(marker.clone()).await.is_ok()
+            && client
+                .recv_marked(&marker, Duration::from_millis(300))
+                .await
+                .is_some()
+        {
+            return started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what}: no delivery within {RECOVERY_LIMIT:?} after Redis came back");
+}
+
+/// Asserts that one send of `what` arrives at every client in `clients`.
+async fn assert_delivered(clients: &mut [&mut TestClient], marker: &str) {
+    for client in clients.iter_mut() {
+        assert!(
+            client
+                .recv_marked(marker, Duration::from_secs(5))
+                .await
+                .is_some(),
+            "{marker} did not reach connection {}",
+            client.id()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_resumes_after_redis_restart() {
+    init_logging();
+    let mut redis = RedisProcess::start();
+    let url = redis.url();
+    let s1 = server(&url).await;
+    let s2 = server(&url).await;
+
+    let mut a = TestClient::connect_user(&s1, "alice").await;
+    let mut b = TestClient::connect_user(&s2, "alice").await;
+    let mut c = TestClient::connect(&s2).await;
+    s1.add_to_group(a.id(), "room").await.unwrap();
+    s1.add_to_group(b.id(), "room").await.unwrap(); // remote add
+    s2.send_all(&message("m", ("before",))).await.unwrap();
+    assert_delivered(&mut [&mut a, &mut b, &mut c], "before").await;
+
+    // --- outage
+    redis.kill();
+    // Sends fail promptly with BackplaneUnavailable, never hang.
+    let mut worst = Duration::ZERO;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let result = s1.send_all(&message("m", ("during",))).await;
+        worst = worst.max(started.elapsed());
+        assert!(
+            matches!(result, Err(Error::BackplaneUnavailable { .. })),
+            "send during the outage: {result:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        worst < Duration::from_secs(3),
+        "a send during the outage took {worst:?}"
+    );
+    println!("slowest failing send during the outage: {worst:?}");
+    // Local state keeps working: local sends, connects, group changes.
+    s2.send_connection(c.id(), &message("m", ("local",)))
+        .await
+        .unwrap();
+    assert_delivered(&mut [&mut c], "local").await;
+    let mut d = TestClient::connect_user(&s2, "bob").await;
+    s2.add_to_group(d.id(), "room").await.unwrap();
+    let gone = TestClient::connect(&s2).await;
+    s2.on_disconnected(gone.id()).await.unwrap();
+
+    // --- recovery
+    let restarted = Instant::now();
+    redis.restart();
+    // Probe until each server delivers again; the first probe measures the
+    // time to recovery.
+    let b_id = b.id().clone();
+    let s1_ref = &s1;
+    let recovered = wait_for_delivery(&mut b, "probe", |marker| {
+        let b_id = b_id.clone();
+        async move {
+            s1_ref
+                .send_connection(&b_id, &message("m", (marker,)))
+                .await
+        }
+    })
+    .await;
+    let a_id = a.id().clone();
+    let s2_ref = &s2;
+    let recovered_other = wait_for_delivery(&mut a, "probe-other", |marker| {
+        let a_id = a_id.clone();
+        async move {
+            s2_ref
+                .send_connection(&a_id, &message("m", (marker,)))
+                .await
+        }
+    })
+    .await;
+    println!(
+        "time to recovery after redis-server restarted: {recovered:?} (server 1 -> 2), {:?} (both ways)",
+        restarted.elapsed()
+    );
+    assert!(recovered_other <= RECOVERY_LIMIT);
+    // Subscriptions are restored together with the connection channel, but
+    // give every kind its own bounded wait before the strict checks below.
+    let d_id = d.id().clone();
+    wait_for_delivery(&mut d, "probe-group", |marker| async move {
+        s1_ref.send_group("room", &message("m", (marker,))).await
+    })
+    .await;
+    let _ = d_id;
+    wait_for_delivery(&mut d, "probe-user", |marker| async move {
+        s1_ref.send_user("bob", &message("m", (marker,))).await
+    })
+    .await;
+    wait_for_delivery(&mut c, "probe-all", |marker| async move {
+        s1_ref.send_all(&message("m", (marker,))).await
+    })
+    .await;
+    for client in [&mut a, &mut b, &mut c, &mut d] {
+        client.drain();
+    }
+
+    // Every kind of delivery works again, from both servers.
+    s1.send_connection(c.id(), &message("m", ("conn",)))
+        .await
+        .unwrap();
+    assert_delivered(&mut [&mut c], "conn").await;
+    s2.send_connection(a.id(), &message("m", ("conn2",)))
+        .await
+        .unwrap();
+    assert_delivered(&mut [&mut a], "conn2").await;
+    s1.send_group("room", &message("m", ("group",)))
+        .await
+        .unwrap();
+    assert_delivered(&mut [&mut a, &mut b, &mut d], "group").await;
+    s2.send_user("alice", &message("m", ("user",)))
+        .await
+        .unwrap();
+    assert_delivered(&mut [&mut a, &mut b], "user").await;
+    s1.send_user("bob", &message("m", ("user-bob",)))
+        .await
+        .unwrap();
+    assert_delivered(&mut [&mut d], "user-bob").await;
+    s1.send_all(&message("m", ("all",))).await.unwrap();
+    assert_delivered(&mut [&mut a, &mut b, &mut c, &mut d], "all").await;
+    s2.send_all(&message("m", ("all2",))).await.unwrap();
+    assert_delivered(&mut [&mut a, &mut b, &mut c, &mut d], "all2").await;
+    // Remote group changes (acks) work again.
+    s2.remove_from_group(a.id(), "room").await.unwrap();
+    s2.send_group("room", &message("m", ("group-after-remove",)))
+        .await
+        .unwrap();
+    assert_delivered(&mut [&mut b, &mut d], "group-after-remove").await;
+    a.assert_nothing().await;
+}
+
+#[tokio::test]
+async fn connect_to_unreachable_redis_fails_clearly() {
+    init_logging();
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = Instant::now();
+    let result = RedisHubLifetimeManager::connect(
+        RedisOptions::new(format!("redis://127.0.0.1:{port}"))
+            .connect_timeout(Duration::from_secs(2)),
+    )
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    match result {
+        Err(e @ Error::BackplaneUnavailable { .. }) => {
+            assert!(e.to_string().contains("cannot connect to Redis"), "{e}");
+        }
+        other => panic!("expected BackplaneUnavailable, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn bad_settings_are_clear_errors() {
+    let bad_hub =
+        RedisHubLifetimeManager::connect(RedisOptions::new("redis://127.0.0.1:1").hub("a:b")).await;
+    assert!(
+        matches!(bad_hub, Err(Error::InvalidName { .. })),
+        "{bad_hub:?}"
+    );
+    let bad_url = RedisHubLifetimeManager::connect(RedisOptions::new("http://127.0.0.1:1")).await;
+    assert!(
+        matches!(bad_url, Err(Error::InvalidConfig { .. })),
+        "{bad_url:?}"
+    );
+}
