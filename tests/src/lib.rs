@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 pub mod conformance;
+pub mod node;
 pub mod redis_process;
 
 use std::sync::Arc;

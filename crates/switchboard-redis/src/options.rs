@@ -38,7 +38,7 @@ impl RedisOptions {
             hub: "hub".to_owned(),
             server_name: None,
             ack_timeout: Duration::from_secs(10),
-            publish_timeout: Duration::from_secs(1),
+            publish_timeout: Duration::from_millis(750),
             connect_timeout: Duration::from_secs(5),
             reconnect_max_delay: Duration::from_secs(2),
             message_capacity: 16 * 1024,
@@ -82,8 +82,9 @@ impl RedisOptions {
     }
 
     /// The longest a publish may take before it fails with
-    /// `BackplaneUnavailable` (for example while Redis is stalled).
-    /// Default: 1 s.
+    /// `BackplaneUnavailable` (for example while Redis is stalled). Also
+    /// bounds each subscription change. Default: 750 ms, so a send during an
+    /// outage returns within a second.
     pub fn publish_timeout(mut self, timeout: Duration) -> Self {
         self.publish_timeout = timeout;
         self

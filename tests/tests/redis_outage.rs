@@ -1,6 +1,8 @@
-//! Redis is killed and started again on the same port while two servers
-//! hold connections, groups and users: sends during the outage fail fast,
-//! local state is kept, and delivery of every kind resumes by itself.
+//! Redis outages while two servers hold connections, groups and users and
+//! carry traffic: Redis killed (SIGKILL) and started again on the same
+//! port, and Redis paused (SIGSTOP for 5 s, then SIGCONT) like a network
+//! stall. Sends during the outage fail within a bounded time, local state is
+//! kept, and delivery of every kind resumes by itself.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -15,9 +17,13 @@ use switchboard_tests::{TestClient, init_logging, message};
 /// How long delivery may take to come back after Redis does.
 const RECOVERY_LIMIT: Duration = Duration::from_secs(15);
 
+/// The promised bound on a send while Redis is away, with the default
+/// publish timeout (750 ms).
+const SEND_BOUND: Duration = Duration::from_secs(1);
+
 async fn server(url: &str) -> Arc<dyn HubLifetimeManager> {
     let options = RedisOptions::new(url)
-        .hub("restart")
+        .hub("outage")
         .reconnect_max_delay(Duration::from_millis(200));
     Arc::new(RedisHubLifetimeManager::connect(options).await.unwrap())
 }
@@ -76,6 +82,24 @@ async fn delivery_resumes_after_redis_restart() {
     s1.add_to_group(b.id(), "room").await.unwrap(); // remote add
     s2.send_all(&message("m", ("before",))).await.unwrap();
     assert_delivered(&mut [&mut a, &mut b, &mut c], "before").await;
+
+    // Traffic keeps flowing from a background task through the outage.
+    let traffic = tokio::spawn({
+        let s1 = s1.clone();
+        async move {
+            let (mut ok, mut failed) = (0u32, 0u32);
+            for i in 0..60 {
+                match s1.send_all(&message("m", (format!("traffic-{i}"),))).await {
+                    Ok(()) => ok += 1,
+                    Err(Error::BackplaneUnavailable { .. }) => failed += 1,
+                    Err(e) => panic!("unexpected error during the outage: {e}"),
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            (ok, failed)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
 
     // --- outage
     redis.kill();
@@ -154,6 +178,11 @@ async fn delivery_resumes_after_redis_restart() {
         s1_ref.send_all(&message("m", (marker,))).await
     })
     .await;
+    let (ok, failed) = traffic.await.unwrap();
+    assert!(
+        ok > 0 && failed > 0,
+        "traffic before, during and after: {ok} ok, {failed} failed"
+    );
     for client in [&mut a, &mut b, &mut c, &mut d] {
         client.drain();
     }
@@ -229,4 +258,79 @@ async fn bad_settings_are_clear_errors() {
         matches!(bad_url, Err(Error::InvalidConfig { .. })),
         "{bad_url:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_resumes_after_redis_stall() {
+    init_logging();
+    let redis = RedisProcess::start();
+    let url = redis.url();
+    let s1 = server(&url).await;
+    let s2 = server(&url).await;
+    let mut a = TestClient::connect_user(&s1, "carol").await;
+    let mut b = TestClient::connect_user(&s2, "carol").await;
+    s2.add_to_group(a.id(), "room").await.unwrap(); // remote add
+    s1.add_to_group(b.id(), "room").await.unwrap(); // remote add
+    s1.send_group("room", &message("m", ("before",)))
+        .await
+        .unwrap();
+    assert_delivered(&mut [&mut a, &mut b], "before").await;
+
+    // --- stall: the sockets stay open, nothing answers.
+    redis.pause();
+    let stalled = Instant::now();
+    let mut worst = Duration::ZERO;
+    let mut failures = 0;
+    while stalled.elapsed() < Duration::from_secs(5) {
+        let started = Instant::now();
+        let result = s1.send_group("room", &message("m", ("during",))).await;
+        worst = worst.max(started.elapsed());
+        if matches!(result, Err(Error::BackplaneUnavailable { .. })) {
+            failures += 1;
+        }
+        // Local state keeps working meanwhile.
+        s2.send_connection(b.id(), &message("m", ("local",)))
+            .await
+            .unwrap();
+        assert_delivered(&mut [&mut b], "local").await;
+    }
+    println!("slowest send during the stall: {worst:?}; {failures} failed");
+    assert!(failures > 0, "sends to a stalled Redis must fail");
+    assert!(
+        worst <= SEND_BOUND,
+        "a send during the stall took {worst:?}"
+    );
+    let e = TestClient::connect_user(&s2, "dave").await;
+    let _ = s2.add_to_group(e.id(), "room").await;
+
+    // --- resume
+    redis.resume();
+    let resumed = Instant::now();
+    let s1_ref = &s1;
+    let recovered = wait_for_delivery(&mut b, "probe", |marker| async move {
+        s1_ref.send_group("room", &message("m", (marker,))).await
+    })
+    .await;
+    let s2_ref = &s2;
+    wait_for_delivery(&mut a, "probe-user", |marker| async move {
+        s2_ref.send_user("carol", &message("m", (marker,))).await
+    })
+    .await;
+    println!(
+        "time to recovery after SIGCONT: {recovered:?} (first delivery), {:?} (both servers)",
+        resumed.elapsed()
+    );
+    for client in [&mut a, &mut b] {
+        client.drain();
+    }
+    s2.send_group("room", &message("m", ("group",)))
+        .await
+        .unwrap();
+    assert_delivered(&mut [&mut a, &mut b], "group").await;
+    s1.send_user("carol", &message("m", ("user",)))
+        .await
+        .unwrap();
+    assert_delivered(&mut [&mut a, &mut b], "user").await;
+    s2.send_all(&message("m", ("all",))).await.unwrap();
+    assert_delivered(&mut [&mut a, &mut b], "all").await;
 }

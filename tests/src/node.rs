@@ -1,0 +1,85 @@
+//! A `switchboard-node` server process driven from a test (see
+//! `src/bin/switchboard-node.rs`).
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+use crate::redis_url;
+
+/// One server process on the test Redis; killed when dropped.
+#[derive(Debug)]
+pub struct Node {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: Lines<BufReader<ChildStdout>>,
+}
+
+impl Node {
+    /// Starts `binary` (the `switchboard-node` executable) on `hub`.
+    pub async fn start_binary(binary: &str, hub: &str) -> Node {
+        let mut child = Command::new(binary)
+            .arg(redis_url())
+            .arg(hub)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut node = Node {
+            child,
+            stdin,
+            stdout,
+        };
+        assert_eq!(node.line().await, "ready");
+        node
+    }
+
+    /// The next line the node printed.
+    pub async fn line(&mut self) -> String {
+        tokio::time::timeout(Duration::from_secs(10), self.stdout.next_line())
+            .await
+            .expect("the node answers in time")
+            .unwrap()
+            .expect("the node is running")
+    }
+
+    /// Sends a command and returns the node's answer.
+    pub async fn run(&mut self, command: &str) -> String {
+        self.stdin
+            .write_all(format!("{command}\n").as_bytes())
+            .await
+            .unwrap();
+        self.line().await
+    }
+
+    /// Opens a connection and returns its id.
+    pub async fn connect(&mut self, name: &str, user: &str) -> String {
+        let answer = self.run(&format!("connect {name} {user}")).await;
+        let id = answer
+            .strip_prefix(&format!("connected {name} "))
+            .unwrap_or_else(|| panic!("unexpected answer {answer}"));
+        id.to_owned()
+    }
+
+    /// Sends a signal (`-STOP`, `-CONT`, `-KILL`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("the node is running");
+        let status = std::process::Command::new("kill")
+            .arg(signal)
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Kills the process (SIGKILL, which also ends a stopped process) and
+    /// reaps it.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
