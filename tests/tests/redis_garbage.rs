@@ -64,7 +64,7 @@ async fn garbage_on_every_channel_is_dropped_and_counted() {
     receiver.add_to_group(client.id(), "room").await.unwrap();
 
     let channels = receiver.channels().clone();
-    let targets = vec![
+    let targets = [
         channels.all(),
         channels.group("room"),
         channels.user("garbage-user"),
