@@ -174,6 +174,14 @@ impl RedisHubLifetimeManager {
             reason: format!("Redis URL: {e}"),
         })?;
         config.fail_fast = true;
+        if let Some(pem) = &options.tls_roots_pem {
+            if !options.url.starts_with("rediss://") {
+                return Err(Error::InvalidConfig {
+                    reason: "TLS root certificates are set but the URL is not rediss://".to_owned(),
+                });
+            }
+            config.tls = Some(tls_config(pem)?);
+        }
         let max_delay = u32::try_from(options.reconnect_max_delay.as_millis()).unwrap_or(u32::MAX);
         let mut builder = Builder::from_config(config);
         builder
@@ -314,6 +322,33 @@ impl RedisHubLifetimeManager {
             task.abort();
         }
     }
+}
+
+/// A TLS configuration that trusts exactly the CA certificates in `pem`.
+fn tls_config(pem: &[u8]) -> Result<fred::types::config::TlsConfig> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+
+    let invalid = |reason: String| Error::InvalidConfig { reason };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| invalid(format!("TLS root certificates: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| invalid(format!("TLS root certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(invalid(
+            "no certificate in the TLS root certificates".to_owned(),
+        ));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(fred::types::config::TlsConnector::from(client).into())
 }
 
 /// Connects one client within the connect timeout; returns a task that

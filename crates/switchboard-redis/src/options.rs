@@ -26,6 +26,7 @@ pub struct RedisOptions {
     pub(crate) reconnect_max_delay: Duration,
     pub(crate) message_capacity: usize,
     pub(crate) max_envelope_size: usize,
+    pub(crate) tls_roots_pem: Option<Vec<u8>>,
 }
 
 impl RedisOptions {
@@ -43,6 +44,7 @@ impl RedisOptions {
             reconnect_max_delay: Duration::from_secs(2),
             message_capacity: 16 * 1024,
             max_envelope_size: DEFAULT_MAX_ENVELOPE_SIZE,
+            tls_roots_pem: None,
         }
     }
 
@@ -116,6 +118,15 @@ impl RedisOptions {
     /// Default: 4 MiB.
     pub fn max_envelope_size(mut self, size: usize) -> Self {
         self.max_envelope_size = size;
+        self
+    }
+
+    /// For `rediss://` URLs: trust the CA certificates in this PEM data
+    /// instead of the system's trusted roots (for a private CA or a
+    /// self-signed server). A server certificate that chains to neither is
+    /// refused at connect with a TLS error.
+    pub fn tls_root_certificates(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_roots_pem = Some(pem.into());
         self
     }
 }
