@@ -1,1 +1,119 @@
-//! placeholder
+//! SignalR over WebSockets on [axum] for switchboard: mount a
+//! [`Hub`](switchboard_core::Hub) at a path and the official SignalR
+//! clients (`@microsoft/signalr` for JavaScript, the .NET and Java clients)
+//! connect to it unchanged, with the JSON or the MessagePack hub protocol.
+//! This crate is only the transport: the hub, its methods and the lifetime
+//! manager (in memory, or the Redis backplane of `switchboard-redis` to run
+//! several servers) come from `switchboard-core`.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use switchboard_axum::{SignalROptions, router};
+//! use switchboard_core::{CallContext, Hub, HubError, InMemoryHubLifetimeManager};
+//!
+//! #[tokio::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let hub = Hub::builder()
+//!         .method("Broadcast", |ctx: CallContext, (text,): (String,)| async move {
+//!             let from = ctx.user().unwrap_or(ctx.connection_id()).to_owned();
+//!             ctx.all().send("message", (from, text)).await?;
+//!             Ok::<_, HubError>(())
+//!         })
+//!         .build(Arc::new(InMemoryHubLifetimeManager::new()));
+//!
+//!     let app = axum::Router::new()
+//!         .route("/", axum::routing::get(|| async { "hello" }))
+//!         .merge(router("/hubs/chat", hub, SignalROptions::default()));
+//!
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:5000").await?;
+//!     axum::serve(listener, app).await
+//! }
+//! ```
+//!
+//! # How it works
+//!
+//! [`router`] adds two routes, following SignalR's transport protocol:
+//!
+//! - `POST {path}/negotiate?negotiateVersion=1` answers with a new
+//!   connection id, a separate secret connection token and the one
+//!   transport offered, WebSockets (Text and Binary). Without
+//!   `negotiateVersion` (version 0) there is no token and the id plays its
+//!   part. Tokens not used within the token lifetime expire.
+//! - `GET {path}?id={token}` opens the WebSocket of a negotiated connection.
+//!   An unknown or expired token is `404 Not Found`, a token whose socket is
+//!   open is `409 Conflict`, and a token is good for one socket only.
+//!   Without `id` (the clients' `skipNegotiation`) the socket gets a fresh
+//!   connection id. Other query parameters are ignored here (your
+//!   authenticator may read them).
+//!
+//! On the socket the client first sends the handshake (JSON and `0x1E`,
+//! whatever the protocol); `json` and `messagepack` version 1 are accepted,
+//! anything else is answered with an error and the socket is closed. The
+//! connection is then registered with the hub's lifetime manager and runs
+//! two loops. The reader parses the client's messages and hands them to the
+//! hub session, which runs invocations with back-pressure: while a client
+//! has as many invocations running as the hub allows, its socket is not
+//! read. The writer takes the frames queued for the connection (by hub
+//! methods on this server or, through the backplane, on any other), joins
+//! bursts into one WebSocket message, and sends a Ping when it has been
+//! quiet for the keep-alive interval. Frames go out as text messages for
+//! `json` and binary messages for `messagepack`; incoming text and binary
+//! messages are both accepted for either protocol, since only the bytes
+//! matter.
+//!
+//! Whoever ends the connection, the session is closed exactly once: the
+//! connection leaves its groups and the hub's disconnect hook runs. When the
+//! server ends it (a protocol error, the client timeout, the slow-consumer
+//! policy) the client first gets a Close message saying why; protocol errors
+//! tell clients not to reconnect, timeouts and slow-consumer closes allow
+//! it. A client that closes its socket or sends a Close message leaves
+//! quietly.
+//!
+//! # Authentication
+//!
+//! Give [`SignalROptions::authenticator`] an [`Authenticator`]: it sees the
+//! head of every negotiate and WebSocket request and returns the user id, no
+//! user (anonymous), or an [`AuthRejection`] answered with `401`. The user
+//! becomes the connection's user (`send_user` reaches all its connections).
+//! A token negotiated by one user is refused (`403`) on a socket that
+//! authenticates as another. Without an authenticator every client is
+//! anonymous.
+//!
+//! # CORS
+//!
+//! Browsers on another origin need CORS headers on the negotiate request.
+//! This crate sets none: wrap the router in your own layer, for example
+//! `tower_http::cors::CorsLayer` with the allowed origins and
+//! `allow_credentials(true)` (the JavaScript client sends credentials by
+//! default), as you would for any other route. WebSocket requests are not
+//! subject to CORS; check the `Origin` header in your authenticator if it
+//! matters.
+//!
+//! # Limits
+//!
+//! See [`SignalROptions`] for the defaults.
+//!
+//! - A client message (and the handshake) larger than the maximum message
+//!   size closes the connection with a Close message naming the limit; so
+//!   does an unfinished message already longer than that. One WebSocket
+//!   message may carry several hub messages, up to four times the limit
+//!   (at least 64 KiB).
+//! - A client that sends nothing for the client timeout is closed; so is
+//!   one that does not accept a write within it. The handshake must arrive
+//!   within the handshake timeout.
+//! - Each connection's outbound queue is bounded; when it is full the
+//!   slow-consumer policy closes the connection (default) or drops the
+//!   message for it, and other connections never wait.
+//! - Pending connection tokens are bounded in number and lifetime.
+//! - Nothing a client sends makes the server panic; every early close is
+//!   logged with the connection id (`tracing`, debug or info level).
+
+mod auth;
+mod options;
+mod router;
+mod socket;
+mod tokens;
+
+pub use auth::{AuthRejection, Authenticator};
+pub use options::SignalROptions;
+pub use router::router;

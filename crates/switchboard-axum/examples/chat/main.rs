@@ -1,0 +1,371 @@
+//! The switchboard chat demo: a SignalR hub at `/hubs/chat` and a small
+//! browser client at `/`.
+//!
+//! ```text
+//! cargo run --release --example chat                       # one server, in memory
+//! cargo run --release --example chat -- --port 5001 --redis redis://127.0.0.1:6379
+//! ```
+//!
+//! Start two servers on the same Redis, open one page on each, and a message
+//! sent on one appears on the other. Any SignalR client can connect to the
+//! hub too; its contract (methods, arguments, results) is documented on
+//! [`chat_hub`].
+
+use std::error::Error;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Query;
+use axum::http::header;
+use axum::http::request::Parts;
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
+use serde::Serialize;
+use switchboard_axum::{AuthRejection, SignalROptions, router};
+use switchboard_core::{
+    CallContext, Hub, HubError, HubLifetimeManager, InMemoryHubLifetimeManager, InvokeOptions,
+};
+use switchboard_redis::{RedisHubLifetimeManager, RedisOptions};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+const USAGE: &str = "\
+switchboard chat demo
+
+Usage: chat [--port N] [--redis URL]
+
+Options:
+  --port N      listen on 127.0.0.1:N (default 5000; 0 picks a free port)
+  --redis URL   scale out through Redis (default: $SWITCHBOARD_REDIS_URL,
+                else a single server with the in-memory manager)
+  -h, --help    show this help
+
+Logs go to stderr; set RUST_LOG to change the level (default info).";
+
+/// How long `AskClient` waits for the other client's answer.
+const ASK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest accepted demo user name.
+const MAX_USER_LEN: usize = 64;
+
+/// The command line.
+#[derive(Debug)]
+struct Args {
+    port: u16,
+    redis: Option<String>,
+}
+
+/// Parses the arguments; `Ok(None)` when help was asked for.
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
+    let mut port = 5000;
+    let mut redis = None;
+    while let Some(arg) = args.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((name, value)) if name.starts_with("--") => {
+                (name.to_owned(), Some(value.to_owned()))
+            }
+            _ => (arg, None),
+        };
+        let mut value = |name: &str| {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match name.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--port" => {
+                let text = value("--port")?;
+                port = text
+                    .parse()
+                    .map_err(|_| format!("--port: '{text}' is not a port number"))?;
+            }
+            "--redis" => redis = Some(value("--redis")?),
+            other => return Err(format!("unknown argument '{other}'")),
+        }
+    }
+    let redis = redis.or_else(|| {
+        std::env::var("SWITCHBOARD_REDIS_URL")
+            .ok()
+            .filter(|url| !url.trim().is_empty())
+    });
+    Ok(Some(Args { port, redis }))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("error: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn Error>> {
+    let (manager, redis): (Arc<dyn HubLifetimeManager>, _) = match &args.redis {
+        Some(url) => {
+            let redis =
+                RedisHubLifetimeManager::connect(RedisOptions::new(url).hub("chat")).await?;
+            tracing::info!(server = redis.server_name(), "scaling out through Redis");
+            (Arc::new(redis.clone()), Some(redis))
+        }
+        None => {
+            tracing::info!("single server (in-memory manager)");
+            (Arc::new(InMemoryHubLifetimeManager::new()), None)
+        }
+    };
+
+    let options = SignalROptions::default().authenticator(demo_user);
+    let app = Router::new()
+        .route("/", get(index))
+        .route("/style.css", get(style))
+        .route("/app.js", get(script))
+        .merge(router("/hubs/chat", chat_hub(manager), options));
+
+    let listener = TcpListener::bind(("127.0.0.1", args.port)).await?;
+    let addr = listener.local_addr()?;
+    println!("switchboard chat listening on http://{addr}");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("shutting down");
+    if let Some(redis) = redis {
+        redis.shutdown().await;
+    }
+    Ok(())
+}
+
+/// Completes on Ctrl-C, or SIGTERM on Unix.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!("cannot listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+/// The demo's identity: the `user` query parameter of the request
+/// (`/hubs/chat?user=alice`).
+///
+/// This is a demonstration, not authentication: anyone can claim any name.
+/// A real application checks a cookie or a bearer token here.
+fn demo_user(request: &Parts) -> Result<Option<String>, AuthRejection> {
+    let Ok(Query(params)) = Query::<Vec<(String, String)>>::try_from_uri(&request.uri) else {
+        return Err(AuthRejection::new("invalid query string"));
+    };
+    let user = params
+        .into_iter()
+        .find(|(key, _)| key == "user")
+        .map(|(_, value)| value.trim().to_owned())
+        .filter(|user| !user.is_empty());
+    match user {
+        Some(user) if user.chars().count() > MAX_USER_LEN => {
+            Err(AuthRejection::new("the user name is too long"))
+        }
+        user => Ok(user),
+    }
+}
+
+/// Who a message is from: the caller's user, or its connection id.
+fn sender(ctx: &CallContext) -> String {
+    ctx.user()
+        .map(str::to_owned)
+        .unwrap_or_else(|| ctx.connection_id().to_string())
+}
+
+/// What `WhoAmI` returns.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Who {
+    connection_id: String,
+    user: Option<String>,
+}
+
+/// The chat hub. Every send invokes the client method `message(from, text)`.
+///
+/// | method | arguments | effect | returns |
+/// |---|---|---|---|
+/// | `Broadcast` | text | everyone, on every server | nothing |
+/// | `BroadcastOthers` | text | everyone but the caller | nothing |
+/// | `Join` / `Leave` | group | the caller joins / leaves | once applied |
+/// | `AddToGroup` / `RemoveFromGroup` | connectionId, group | that connection, wherever it is | once applied |
+/// | `SendGroup` | group, text | the group's members | nothing |
+/// | `SendGroupOthers` | group, text | the members but the caller | nothing |
+/// | `SendUser` | user, text | every connection of the user | nothing |
+/// | `SendConnection` | connectionId, text | that connection | nothing |
+/// | `WhoAmI` | | | `{"connectionId", "user"}` |
+/// | `AskClient` | connectionId, question | invokes `ask(question)` there | the client's answer |
+/// | `Count` | n | | a stream of 1..=n |
+fn chat_hub(manager: Arc<dyn HubLifetimeManager>) -> Hub {
+    Hub::builder()
+        .method(
+            "Broadcast",
+            |ctx: CallContext, (text,): (String,)| async move {
+                ctx.all().send("message", (sender(&ctx), text)).await?;
+                Ok(())
+            },
+        )
+        .method(
+            "BroadcastOthers",
+            |ctx: CallContext, (text,): (String,)| async move {
+                ctx.others().send("message", (sender(&ctx), text)).await?;
+                Ok(())
+            },
+        )
+        .method("Join", |ctx: CallContext, (group,): (String,)| async move {
+            ctx.join(&group).await?;
+            Ok(())
+        })
+        .method(
+            "Leave",
+            |ctx: CallContext, (group,): (String,)| async move {
+                ctx.leave(&group).await?;
+                Ok(())
+            },
+        )
+        .method(
+            "AddToGroup",
+            |ctx: CallContext, (connection_id, group): (String, String)| async move {
+                ctx.add_to_group(&connection_id, &group).await?;
+                Ok(())
+            },
+        )
+        .method(
+            "RemoveFromGroup",
+            |ctx: CallContext, (connection_id, group): (String, String)| async move {
+                ctx.remove_from_group(&connection_id, &group).await?;
+                Ok(())
+            },
+        )
+        .method(
+            "SendGroup",
+            |ctx: CallContext, (group, text): (String, String)| async move {
+                ctx.group(group)
+                    .send("message", (sender(&ctx), text))
+                    .await?;
+                Ok(())
+            },
+        )
+        .method(
+            "SendGroupOthers",
+            |ctx: CallContext, (group, text): (String, String)| async move {
+                ctx.others_in_group(group)
+                    .send("message", (sender(&ctx), text))
+                    .await?;
+                Ok(())
+            },
+        )
+        .method(
+            "SendUser",
+            |ctx: CallContext, (user, text): (String, String)| async move {
+                // `ctx.user()` is the caller's user; the hub context addresses users.
+                ctx.hub()
+                    .user(user)
+                    .send("message", (sender(&ctx), text))
+                    .await?;
+                Ok(())
+            },
+        )
+        .method(
+            "SendConnection",
+            |ctx: CallContext, (connection_id, text): (String, String)| async move {
+                ctx.client(connection_id)
+                    .send("message", (sender(&ctx), text))
+                    .await?;
+                Ok(())
+            },
+        )
+        .method("WhoAmI", |ctx: CallContext, ()| async move {
+            Ok::<_, HubError>(Who {
+                connection_id: ctx.connection_id().to_string(),
+                user: ctx.user().map(str::to_owned),
+            })
+        })
+        .method(
+            "AskClient",
+            |ctx: CallContext, (connection_id, question): (String, String)| async move {
+                let answer = ctx
+                    .client(connection_id)
+                    .invoke_with::<String, _>(
+                        "ask",
+                        (question,),
+                        InvokeOptions::timeout(ASK_TIMEOUT),
+                    )
+                    .await?;
+                Ok::<_, HubError>(answer)
+            },
+        )
+        .stream("Count", |_ctx: CallContext, (n,): (u64,)| async move {
+            Ok(futures::stream::unfold(1u64, move |i| async move {
+                if i > n {
+                    return None;
+                }
+                // Items are queued without waiting for the client; a short
+                // pause now and then lets the writer keep up with a large n.
+                if i % 256 == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Some((Ok::<_, HubError>(i), i + 1))
+            }))
+        })
+        .build(manager)
+}
+
+async fn index() -> Html<&'static str> {
+    Html(include_str!("static/index.html"))
+}
+
+async fn style() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("static/style.css"),
+    )
+}
+
+async fn script() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("static/app.js"),
+    )
+}

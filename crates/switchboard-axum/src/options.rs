@@ -1,0 +1,143 @@
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard_core::{DEFAULT_QUEUE_CAPACITY, SlowConsumerPolicy};
+
+use crate::auth::Authenticator;
+
+/// Settings of a SignalR endpoint: timeouts, limits and authentication.
+///
+/// Every setting has a default matching ASP.NET Core SignalR where it has
+/// one; change only what you need.
+///
+/// ```
+/// use std::time::Duration;
+/// use switchboard_axum::SignalROptions;
+///
+/// let options = SignalROptions::default()
+///     .keep_alive_interval(Duration::from_secs(10))
+///     .client_timeout(Duration::from_secs(20))
+///     .max_message_size(64 * 1024);
+/// # let _ = options;
+/// ```
+#[derive(Clone)]
+pub struct SignalROptions {
+    pub(crate) keep_alive_interval: Duration,
+    pub(crate) client_timeout: Duration,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) max_message_size: usize,
+    pub(crate) queue_capacity: usize,
+    pub(crate) slow_consumer: SlowConsumerPolicy,
+    pub(crate) token_lifetime: Duration,
+    pub(crate) max_pending_tokens: usize,
+    pub(crate) authenticator: Option<Arc<dyn Authenticator>>,
+}
+
+impl Default for SignalROptions {
+    fn default() -> Self {
+        SignalROptions {
+            keep_alive_interval: Duration::from_secs(15),
+            client_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(15),
+            max_message_size: 32 * 1024,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            slow_consumer: SlowConsumerPolicy::default(),
+            token_lifetime: Duration::from_secs(60),
+            max_pending_tokens: 100_000,
+            authenticator: None,
+        }
+    }
+}
+
+impl fmt::Debug for SignalROptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignalROptions")
+            .field("keep_alive_interval", &self.keep_alive_interval)
+            .field("client_timeout", &self.client_timeout)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("max_message_size", &self.max_message_size)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("slow_consumer", &self.slow_consumer)
+            .field("token_lifetime", &self.token_lifetime)
+            .field("max_pending_tokens", &self.max_pending_tokens)
+            .field("authenticator", &self.authenticator.is_some())
+            .finish()
+    }
+}
+
+impl SignalROptions {
+    /// Options with every default; the same as `SignalROptions::default()`.
+    pub fn new() -> SignalROptions {
+        SignalROptions::default()
+    }
+
+    /// How long the server may send nothing before it sends a Ping, so the
+    /// client knows it is alive. Default: 15 s. Keep it well below the
+    /// clients' server timeout (30 s in the official clients).
+    pub fn keep_alive_interval(mut self, interval: Duration) -> Self {
+        self.keep_alive_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How long a client may send nothing (no message, no Ping, no frame of
+    /// any kind) before the server closes it with the error "Server timeout
+    /// elapsed without receiving a message from the client.". Also the
+    /// longest the server waits for the client to accept a write. Default:
+    /// 30 s, twice the official clients' keep-alive interval.
+    pub fn client_timeout(mut self, timeout: Duration) -> Self {
+        self.client_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How long a client has to complete the handshake after the WebSocket
+    /// opens. Default: 15 s.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The largest hub message (and handshake) a client may send, in bytes,
+    /// not counting its separator or length prefix. A larger message, or an
+    /// unfinished one that already exceeds it, closes the connection with a
+    /// Close message that says so. Default: 32 KiB, as in SignalR.
+    pub fn max_message_size(mut self, size: usize) -> Self {
+        self.max_message_size = size.max(1);
+        self
+    }
+
+    /// How many frames each connection's outbound queue holds (at least 1).
+    /// Default: [`DEFAULT_QUEUE_CAPACITY`].
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+        self.queue_capacity = capacity.max(1);
+        self
+    }
+
+    /// What happens when a connection's outbound queue is full. Default:
+    /// [`SlowConsumerPolicy::Close`].
+    pub fn slow_consumer(mut self, policy: SlowConsumerPolicy) -> Self {
+        self.slow_consumer = policy;
+        self
+    }
+
+    /// How long a connection token handed out by negotiate stays valid if
+    /// no WebSocket uses it. Default: 60 s.
+    pub fn negotiate_token_lifetime(mut self, lifetime: Duration) -> Self {
+        self.token_lifetime = lifetime;
+        self
+    }
+
+    /// How many unused connection tokens are kept at most (at least 1);
+    /// beyond that the oldest are forgotten. Default: 100 000.
+    pub fn max_pending_tokens(mut self, max: usize) -> Self {
+        self.max_pending_tokens = max.max(1);
+        self
+    }
+
+    /// Authenticates every negotiate and WebSocket request; see
+    /// [`Authenticator`]. Default: none, every client is anonymous.
+    pub fn authenticator(mut self, authenticator: impl Authenticator) -> Self {
+        self.authenticator = Some(Arc::new(authenticator));
+        self
+    }
+}

@@ -1,0 +1,156 @@
+// Shared helpers for the interop tests: chat servers as child processes,
+// clients built with the official SignalR client, and waiting helpers.
+
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import * as signalR from '@microsoft/signalr';
+import { MessagePackHubProtocol } from '@microsoft/signalr-protocol-msgpack';
+
+export const PROTOCOLS = ['json', 'messagepack'];
+const TIMEOUT_MS = 10_000;
+
+function required(name) {
+  const value = process.env[name];
+  if (!value) {
+    throw new Error(`${name} is not set: run these tests with \`cargo xtask test\``);
+  }
+  return value;
+}
+
+/** A chat server process on the shared Redis. */
+export class ChatServer {
+  static async start(port = 0) {
+    const server = new ChatServer();
+    await server.#spawn(port);
+    return server;
+  }
+
+  async #spawn(port) {
+    const binary = required('SWITCHBOARD_CHAT_BIN');
+    const redis = required('SWITCHBOARD_REDIS_URL');
+    this.process = spawn(binary, ['--port', String(port), '--redis', redis], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
+    });
+    this.exited = new Promise((resolve) => this.process.once('exit', resolve));
+    const lines = createInterface({ input: this.process.stdout });
+    this.url = await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('chat server did not start')), TIMEOUT_MS);
+      lines.on('line', (line) => {
+        const match = /listening on (http:\/\/\S+)/.exec(line);
+        if (match) {
+          clearTimeout(timer);
+          resolve(match[1]);
+        }
+      });
+      this.process.once('exit', (code) => reject(new Error(`chat server exited with ${code}`)));
+    });
+    this.port = Number(new URL(this.url).port);
+  }
+
+  /** Kills the process and waits for it to end. */
+  async stop() {
+    if (this.process.exitCode === null && this.process.signalCode === null) {
+      this.process.kill('SIGKILL');
+    }
+    await this.exited;
+  }
+
+  /** Kills the process and starts a new one on the same port. */
+  async restart() {
+    await this.stop();
+    await this.#spawn(this.port);
+  }
+}
+
+/** A connected chat client that records every `message(from, text)` it receives. */
+export class Client {
+  static async connect(server, { user, protocol = 'json', skipNegotiation = false, reconnect = false, path = '/hubs/chat' } = {}) {
+    const client = new Client();
+    const query = user === undefined ? '' : `?user=${encodeURIComponent(user)}`;
+    let builder = new signalR.HubConnectionBuilder()
+      .withUrl(`${server.url}${path}${query}`, {
+        skipNegotiation,
+        transport: signalR.HttpTransportType.WebSockets,
+      })
+      .configureLogging(signalR.LogLevel.None);
+    if (protocol === 'messagepack') {
+      builder = builder.withHubProtocol(new MessagePackHubProtocol());
+    }
+    if (reconnect) {
+      builder = builder.withAutomaticReconnect([0, 100, 250, 500, 1000, 1000, 1000, 1000, 1000, 1000]);
+    }
+    client.connection = builder.build();
+    client.messages = [];
+    client.waiters = [];
+    client.connection.on('message', (from, text) => {
+      client.messages.push({ from, text });
+      client.#wake();
+    });
+    client.answer = (question) => `answer to ${question}`;
+    client.connection.on('ask', (question) => client.answer(question));
+    await client.connection.start();
+    const me = await client.connection.invoke('WhoAmI');
+    client.id = me.connectionId;
+    client.user = me.user;
+    return client;
+  }
+
+  #wake() {
+    for (const waiter of this.waiters.splice(0)) {
+      waiter();
+    }
+  }
+
+  /** Waits for a message whose text is `text`; returns it. */
+  async receive(text, timeoutMs = TIMEOUT_MS) {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const found = this.messages.find((m) => m.text === text);
+      if (found) {
+        return found;
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        throw new Error(`${this.id} did not receive "${text}"; got ${JSON.stringify(this.messages)}`);
+      }
+      await new Promise((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+  }
+
+  /** Asserts that no message with `text` arrives within a short while. */
+  async receiveNothing(text, waitMs = 500) {
+    await new Promise((resolve) => setTimeout(resolve, waitMs));
+    const found = this.messages.find((m) => m.text === text);
+    if (found) {
+      throw new Error(`${this.id} unexpectedly received ${JSON.stringify(found)}`);
+    }
+  }
+
+  invoke(method, ...args) {
+    return this.connection.invoke(method, ...args);
+  }
+
+  send(method, ...args) {
+    return this.connection.send(method, ...args);
+  }
+
+  stop() {
+    return this.connection.stop();
+  }
+}
+
+/** A text no other test uses. */
+let counter = 0;
+export function unique(prefix) {
+  counter += 1;
+  return `${prefix}-${process.pid}-${counter}-${Math.random().toString(36).slice(2, 8)}`;
+}
+
+export { signalR };
