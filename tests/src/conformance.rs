@@ -321,6 +321,26 @@ pub async fn client_result_cancelled_by_caller(backend: &dyn Backend) {
     assert_eq!(client.recv().await.arguments, vec![json!("again")]);
 }
 
+/// Group changes for a connection that exists nowhere fail at once with
+/// `ConnectionNotFound` (SignalR ignores the remove; an error is clearer).
+pub async fn group_change_for_unknown_connection_fails(backend: &dyn Backend) {
+    let server = backend.server().await;
+    for result in [
+        within(server.add_to_group("no-such-connection", "g")).await,
+        within(server.remove_from_group("no-such-connection", "g")).await,
+    ] {
+        match result {
+            Err(e @ Error::ConnectionNotFound { .. }) => {
+                assert_eq!(
+                    e.to_string(),
+                    "Connection 'no-such-connection' does not exist."
+                );
+            }
+            other => panic!("expected ConnectionNotFound, got {other:?}"),
+        }
+    }
+}
+
 /// A client-result timeout ends the wait with a timeout error.
 pub async fn client_result_times_out(backend: &dyn Backend) {
     let server = backend.server().await;

@@ -31,6 +31,7 @@ mod memory {
         client_result_fails_when_client_disconnects,
         client_result_cancelled_by_caller,
         client_result_times_out,
+        group_change_for_unknown_connection_fails,
     );
 }
 
@@ -49,6 +50,7 @@ mod redis {
     client_result_fails_when_client_disconnects,
     client_result_cancelled_by_caller,
     client_result_times_out,
+    group_change_for_unknown_connection_fails,
     );
 
     scenarios!(switchboard_tests::RedisBackend::new();

@@ -2,12 +2,10 @@ use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use parking_lot::Mutex;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use crate::ConnectionId;
 use crate::message::SerializedMessage;
+use crate::outbound::{Outbound, Push};
 use crate::protocol::Protocol;
 
 /// The default number of frames a connection's outbound queue holds.
@@ -106,13 +104,12 @@ struct Inner {
     user: Option<Arc<str>>,
     /// Which frame of a [`SerializedMessage`] this connection receives.
     protocol: Protocol,
-    /// Bounded: a client that stops reading costs at most `capacity` frames.
-    queue: mpsc::Sender<Bytes>,
-    /// Cancelled when the connection must close; the transport watches it.
-    closed: CancellationToken,
-    /// Why the connection was closed by the server, for the Close message.
-    close_reason: Mutex<Option<String>>,
-    /// Applied by `try_deliver` when the queue is full.
+    /// The bounded outbound queue (a client that stops reading costs at
+    /// most `capacity` frames), the close signal the transport watches, and
+    /// the close reason; inline, so that fan-out touches one allocation per
+    /// connection (see `outbound.rs`).
+    outbound: Outbound,
+    /// Applied by `send_frame` when the queue is full.
     slow_consumer: SlowConsumerPolicy,
 }
 
@@ -128,22 +125,17 @@ impl Connection {
         id: ConnectionId,
         options: ConnectionOptions,
     ) -> (Connection, ConnectionReceiver) {
-        let (queue, rx) = mpsc::channel(options.queue_capacity.max(1));
-        let closed = CancellationToken::new();
         let connection = Connection {
             inner: Arc::new(Inner {
                 id,
                 user: options.user.map(Arc::from),
                 protocol: options.protocol,
-                queue,
-                closed: closed.clone(),
-                close_reason: Mutex::new(None),
+                outbound: Outbound::new(options.queue_capacity),
                 slow_consumer: options.slow_consumer,
             }),
         };
         let receiver = ConnectionReceiver {
             connection: connection.clone(),
-            rx,
         };
         (connection, receiver)
     }
@@ -177,13 +169,10 @@ impl Connection {
     ///
     /// Never waits: a full queue is handled by the slow-consumer policy.
     pub fn send_frame(&self, frame: Bytes) -> Delivery {
-        if self.inner.closed.is_cancelled() {
-            return Delivery::Closed;
-        }
-        match self.inner.queue.try_send(frame) {
-            Ok(()) => Delivery::Queued,
-            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Closed,
-            Err(mpsc::error::TrySendError::Full(_)) => match self.inner.slow_consumer {
+        match self.inner.outbound.try_push(frame) {
+            Push::Queued => Delivery::Queued,
+            Push::Closed => Delivery::Closed,
+            Push::Full => match self.inner.slow_consumer {
                 SlowConsumerPolicy::DropMessage => Delivery::DroppedFull,
                 SlowConsumerPolicy::Close => {
                     if self.close("the client is not reading its messages fast enough") {
@@ -195,34 +184,40 @@ impl Connection {
         }
     }
 
+    /// Queues one already-framed message, waiting for room in the queue
+    /// instead of applying the slow-consumer policy.
+    ///
+    /// For a producer that feeds this one connection and can slow down with
+    /// it, such as a streaming hub method. Returns [`Delivery::Closed`] as
+    /// soon as the connection closes, even while waiting.
+    pub async fn send_frame_waiting(&self, frame: Bytes) -> Delivery {
+        if self.inner.outbound.push_waiting(frame).await {
+            Delivery::Queued
+        } else {
+            Delivery::Closed
+        }
+    }
+
     /// Asks the transport to close the connection, recording `reason` (sent
     /// to the client in the Close message). Returns `false` if it was
     /// already closing, in which case the first reason is kept.
     pub fn close(&self, reason: impl Into<String>) -> bool {
-        {
-            let mut slot = self.inner.close_reason.lock();
-            if self.inner.closed.is_cancelled() {
-                return false;
-            }
-            *slot = Some(reason.into());
-        }
-        self.inner.closed.cancel();
-        true
+        self.inner.outbound.close(reason.into())
     }
 
     /// Whether the connection has been asked to close.
     pub fn is_closed(&self) -> bool {
-        self.inner.closed.is_cancelled()
+        self.inner.outbound.is_closed()
     }
 
     /// Completes when the connection has been asked to close.
     pub async fn closed(&self) {
-        self.inner.closed.cancelled().await;
+        self.inner.outbound.closed().await;
     }
 
     /// Why the server closed the connection, if it did.
     pub fn close_reason(&self) -> Option<String> {
-        self.inner.close_reason.lock().clone()
+        self.inner.outbound.close_reason()
     }
 
     /// Whether two handles are the same connection.
@@ -237,38 +232,43 @@ impl fmt::Debug for Connection {
             .field("id", &self.inner.id)
             .field("user", &self.inner.user)
             .field("protocol", &self.inner.protocol)
-            .field("closed", &self.inner.closed.is_cancelled())
+            .field("closed", &self.inner.outbound.is_closed())
             .finish()
     }
 }
 
 /// The receiving half of a connection's outbound queue, owned by the
 /// transport adapter, which writes each frame to the client.
+///
+/// Dropping it drops what is queued; later sends report
+/// [`Delivery::Closed`].
 #[derive(Debug)]
 pub struct ConnectionReceiver {
     connection: Connection,
-    rx: mpsc::Receiver<Bytes>,
 }
 
 impl ConnectionReceiver {
     /// The next frame to write; `None` once the connection is closed and the
     /// queue is drained of what was sent before the close.
     pub async fn recv(&mut self) -> Option<Bytes> {
-        tokio::select! {
-            biased;
-            frame = self.rx.recv() => frame,
-            () = self.connection.closed() => self.rx.try_recv().ok(),
-        }
+        let outbound = &self.connection.inner.outbound;
+        std::future::poll_fn(|cx| outbound.poll_pop(cx)).await
     }
 
     /// A frame if one is queued right now.
     pub fn try_recv(&mut self) -> Option<Bytes> {
-        self.rx.try_recv().ok()
+        self.connection.inner.outbound.try_pop()
     }
 
     /// The connection this receiver belongs to.
     pub fn connection(&self) -> &Connection {
         &self.connection
+    }
+}
+
+impl Drop for ConnectionReceiver {
+    fn drop(&mut self) {
+        self.connection.inner.outbound.receiver_dropped();
     }
 }
 
@@ -317,6 +317,36 @@ mod tests {
         assert_eq!(rx.recv().await.unwrap(), frame("a"));
         assert_eq!(conn.send_frame(frame("c")), Delivery::Queued);
         assert_eq!(rx.recv().await.unwrap(), frame("c"));
+    }
+
+    #[tokio::test]
+    async fn waiting_send_waits_for_room_instead_of_closing() {
+        let (conn, mut rx) =
+            Connection::new(ConnectionOptions::new(Protocol::Json).queue_capacity(1));
+        assert_eq!(conn.send_frame(frame("a")), Delivery::Queued);
+        let waiting = tokio::spawn({
+            let conn = conn.clone();
+            async move { conn.send_frame_waiting(frame("b")).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        assert_eq!(rx.recv().await.unwrap(), frame("a"));
+        assert_eq!(waiting.await.unwrap(), Delivery::Queued);
+        assert_eq!(rx.recv().await.unwrap(), frame("b"));
+        assert!(!conn.is_closed());
+    }
+
+    #[tokio::test]
+    async fn waiting_send_ends_when_the_connection_closes() {
+        let (conn, _rx) = Connection::new(ConnectionOptions::new(Protocol::Json).queue_capacity(1));
+        assert_eq!(conn.send_frame(frame("a")), Delivery::Queued);
+        let waiting = tokio::spawn({
+            let conn = conn.clone();
+            async move { conn.send_frame_waiting(frame("b")).await }
+        });
+        tokio::task::yield_now().await;
+        conn.close("bye");
+        assert_eq!(waiting.await.unwrap(), Delivery::Closed);
     }
 
     #[test]

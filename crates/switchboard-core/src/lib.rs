@@ -89,6 +89,7 @@ mod id;
 mod manager;
 mod memory;
 mod message;
+mod outbound;
 mod pending;
 mod stats;
 mod store;

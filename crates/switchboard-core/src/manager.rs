@@ -81,7 +81,8 @@ pub trait HubLifetimeManager: Send + Sync + std::fmt::Debug + 'static {
     async fn add_to_group(&self, connection_id: &str, group: &str) -> Result<()>;
 
     /// Removes a connection, wherever it is, from a group. Removing a
-    /// connection that is not a member succeeds.
+    /// connection that is not a member succeeds; a connection that exists
+    /// nowhere is [`Error::ConnectionNotFound`](crate::Error::ConnectionNotFound).
     async fn remove_from_group(&self, connection_id: &str, group: &str) -> Result<()>;
 
     /// Sends `message`, an invocation carrying `invocation_id`, to one

@@ -162,11 +162,8 @@ impl HubLifetimeManager for InMemoryHubLifetimeManager {
     }
 
     async fn remove_from_group(&self, connection_id: &str, group: &str) -> Result<()> {
-        match self.inner.store.remove_from_group(connection_id, group) {
-            // Removing a connection that is gone leaves nothing to do.
-            Ok(_) | Err(Error::ConnectionNotFound { .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.inner.store.remove_from_group(connection_id, group)?;
+        Ok(())
     }
 
     async fn invoke_connection(

@@ -564,14 +564,10 @@ impl Inner {
             .await?;
         let adding = action == wire::Action::Add;
         if receivers == 0 {
-            // No server holds the connection: nothing to add, nothing to remove.
-            return if adding {
-                Err(Error::ConnectionNotFound {
-                    connection_id: connection_id.to_owned(),
-                })
-            } else {
-                Ok(())
-            };
+            // No server holds the connection.
+            return Err(Error::ConnectionNotFound {
+                connection_id: connection_id.to_owned(),
+            });
         }
         match tokio::time::timeout(self.options.ack_timeout, rx).await {
             Ok(Ok(None)) => Ok(()),

@@ -3,7 +3,7 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ChatServer, Client, PROTOCOLS, unique } from './harness.mjs';
+import { ChatServer, Client, PROTOCOLS, unique } from '../lib/harness.mjs';
 
 let serverA;
 let serverB;
@@ -145,6 +145,7 @@ for (const protocol of PROTOCOLS) {
       await b.receiveNothing(removed);
 
       await assert.rejects(a.invoke('AddToGroup', 'no-such-connection', group), /does not exist/);
+      await assert.rejects(a.invoke('RemoveFromGroup', 'no-such-connection', group), /does not exist/);
     });
 
     test('AskClient gets the answer of a client on the other server', async () => {
@@ -188,6 +189,22 @@ for (const protocol of PROTOCOLS) {
         });
       });
       assert.deepEqual(items.map(Number), [1, 2, 3, 4, 5]);
+
+      // A long stream is paced by the client rather than overflowing its queue.
+      let count = 0;
+      let last = 0;
+      await new Promise((resolve, reject) => {
+        a.connection.stream('Count', 20000).subscribe({
+          next: (item) => {
+            count += 1;
+            last = Number(item);
+          },
+          complete: resolve,
+          error: reject,
+        });
+      });
+      assert.equal(count, 20000);
+      assert.equal(last, 20000);
     });
   });
 }

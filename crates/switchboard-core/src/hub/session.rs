@@ -303,8 +303,10 @@ async fn run_stream(
             Ok(frame) => frame,
             Err(e) => return Outcome::Error(format!("A stream item could not be written: {e}")),
         };
-        match connection.send_frame(frame) {
-            Delivery::Queued | Delivery::DroppedFull => {}
+        // A stream produces for this one client: it waits for the client
+        // to keep up rather than overflowing its queue.
+        match connection.send_frame_waiting(frame).await {
+            Delivery::Queued => {}
             // The connection is going away: stop producing.
             _ => return Outcome::Void,
         }
