@@ -417,7 +417,22 @@ async fn write_loop(
                 return;
             }
         };
-        if !send_or_stop(state, &mut sink, message, options.client_timeout).await {
+        // A data write gives way when the server closes the connection
+        // (for example a client too slow for the slow-consumer policy):
+        // its socket is full, so the write would only wait out the timeout
+        // while holding the queued frames.
+        let sent = tokio::select! {
+            sent = send_or_stop(state, &mut sink, message, options.client_timeout) => sent,
+            () = connection.closed() => {
+                let reason = connection.close_reason();
+                let allow_reconnect = state.allow_reconnect.load(Ordering::Relaxed);
+                let close = protocol.write_close(reason.as_deref(), allow_reconnect);
+                let _ = tokio::time::timeout(STOP_GRACE, sink.send(frame_message(protocol, close))).await;
+                let _ = tokio::time::timeout(STOP_GRACE, sink.send(close_frame())).await;
+                return;
+            }
+        };
+        if !sent {
             connection.close("the connection's socket failed");
             return;
         }
