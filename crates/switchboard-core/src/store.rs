@@ -110,26 +110,15 @@ impl ConnectionStore {
     pub fn remove(&self, connection_id: &str) -> Option<Removed> {
         let mut state = self.state.write();
         let member = state.connections.remove(connection_id)?;
-        let mut emptied_groups = Vec::new();
-        for group in member.groups {
-            if let Some(members) = state.groups.get_mut(&group) {
-                members.remove(connection_id);
-                if members.is_empty() {
-                    state.groups.remove(&group);
-                    emptied_groups.push(group);
-                }
-            }
-        }
-        let mut last_of_user = false;
-        if let Some(user) = member.connection.user() {
-            if let Some(members) = state.users.get_mut(user) {
-                members.remove(connection_id);
-                if members.is_empty() {
-                    state.users.remove(user);
-                    last_of_user = true;
-                }
-            }
-        }
+        let emptied_groups = member
+            .groups
+            .into_iter()
+            .filter(|group| leave(&mut state.groups, group, connection_id))
+            .collect();
+        let last_of_user = member
+            .connection
+            .user()
+            .is_some_and(|user| leave(&mut state.users, user, connection_id));
         Some(Removed {
             connection: member.connection,
             emptied_groups,
@@ -220,17 +209,9 @@ impl ConnectionStore {
                 group_transition: false,
             });
         }
-        let mut last = false;
-        if let Some(members) = state.groups.get_mut(group) {
-            members.remove(connection_id);
-            if members.is_empty() {
-                state.groups.remove(group);
-                last = true;
-            }
-        }
         Ok(Membership {
             changed: true,
-            group_transition: last,
+            group_transition: leave(&mut state.groups, group, connection_id),
         })
     }
 
@@ -286,13 +267,16 @@ impl ConnectionStore {
         message: &SerializedMessage,
         excluded: &[S],
     ) -> usize {
+        // A few exclusions are scanned; many are hashed once per send.
+        let excluded_set: Option<HashSet<&str>> =
+            (excluded.len() > 8).then(|| excluded.iter().map(AsRef::as_ref).collect());
+        let is_excluded = |id: &str| match &excluded_set {
+            Some(set) => set.contains(id),
+            None => excluded.iter().any(|e| e.as_ref() == id),
+        };
         let mut queued = 0u64;
         for connection in connections {
-            if !excluded.is_empty()
-                && excluded
-                    .iter()
-                    .any(|e| e.as_ref() == connection.id().as_str())
-            {
+            if !excluded.is_empty() && is_excluded(connection.id()) {
                 continue;
             }
             match connection.deliver(message) {
@@ -316,6 +300,24 @@ impl ConnectionStore {
         stats.connections = self.len();
         self.counters.fill(stats);
     }
+}
+
+/// Removes a connection from one entry of a group or user index, dropping
+/// the entry when it empties; `true` if it did (the last local member left).
+fn leave(
+    index: &mut HashMap<Arc<str>, HashMap<ConnectionId, Connection>>,
+    key: &str,
+    connection_id: &str,
+) -> bool {
+    let Some(members) = index.get_mut(key) else {
+        return false;
+    };
+    members.remove(connection_id);
+    if members.is_empty() {
+        index.remove(key);
+        return true;
+    }
+    false
 }
 
 fn not_found(connection_id: &str) -> Error {
