@@ -325,3 +325,76 @@ fn not_found(connection_id: &str) -> Error {
         connection_id: connection_id.to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::connection::ConnectionOptions;
+    use crate::protocol::Protocol;
+
+    fn connect(
+        store: &ConnectionStore,
+        user: Option<&str>,
+    ) -> (Connection, crate::ConnectionReceiver) {
+        let mut options = ConnectionOptions::new(Protocol::Json);
+        if let Some(user) = user {
+            options = options.user(user);
+        }
+        let (connection, rx) = Connection::new(options);
+        store.insert(connection.clone()).unwrap();
+        (connection, rx)
+    }
+
+    fn message() -> SerializedMessage {
+        SerializedMessage::invocation(&Protocol::ALL, "m", &(1,)).unwrap()
+    }
+
+    #[test]
+    fn exclusions_short_and_long_lists() {
+        let store = ConnectionStore::new();
+        let clients: Vec<_> = (0..20).map(|_| connect(&store, None)).collect();
+        let ids: Vec<ConnectionId> = clients.iter().map(|(c, _)| c.id().clone()).collect();
+        // A short list is scanned, a long one hashed: same answer.
+        assert_eq!(store.deliver_all(&message(), &ids[..3]), 17);
+        assert_eq!(store.deliver_all(&message(), &ids[..12]), 8);
+        for (i, (_, rx)) in clients.into_iter().enumerate() {
+            let mut rx = rx;
+            let expected = match i {
+                0..3 => 0,
+                3..12 => 1,
+                _ => 2,
+            };
+            let mut got = 0;
+            while rx.try_recv().is_some() {
+                got += 1;
+            }
+            assert_eq!(got, expected, "connection {i}");
+        }
+    }
+
+    #[test]
+    fn membership_transitions_are_reported() {
+        let store = ConnectionStore::new();
+        let (a, _ra) = connect(&store, Some("u"));
+        let (b, _rb) = connect(&store, Some("u"));
+        let first = store.add_to_group(a.id(), "g").unwrap();
+        assert!(first.changed && first.group_transition);
+        let second = store.add_to_group(b.id(), "g").unwrap();
+        assert!(second.changed && !second.group_transition);
+        let again = store.add_to_group(b.id(), "g").unwrap();
+        assert!(!again.changed);
+        assert!(
+            !store
+                .remove_from_group(a.id(), "g")
+                .unwrap()
+                .group_transition
+        );
+        let removed = store.remove(b.id()).unwrap();
+        assert_eq!(removed.emptied_groups, vec![Arc::<str>::from("g")]);
+        assert!(!removed.last_of_user);
+        assert!(store.remove(a.id()).unwrap().last_of_user);
+        assert!(store.is_empty());
+        assert!(store.group_names().is_empty() && store.user_names().is_empty());
+    }
+}
