@@ -5,10 +5,16 @@
 //! and starts a private instance for the tests. The crate uses the standard library only.
 //!
 //! `main` parses the command line and dispatches; [`redis`] finds, installs and runs
-//! `redis-server`; [`test`] holds the steps of `cargo xtask test`.
+//! `redis-server`; [`test`] holds the steps of `cargo xtask test`; [`bench`] those of
+//! `cargo xtask bench`; [`fuzz`] builds and runs the fuzz targets; [`demo`] runs two chat
+//! servers on one Redis; [`tools`] finds or installs the browser for the browser test.
 
+mod bench;
+mod demo;
+mod fuzz;
 mod redis;
 mod test;
+mod tools;
 
 use std::{
     env,
@@ -32,6 +38,27 @@ Commands:
         -- <args>   pass <args> to both cargo test runs (a test name filter,
                     `-p <crate>`, or `-- --nocapture` for the test binaries)
 
+  bench [--quick] [--only B1,B3,...]
+      Build the bench binary (switchboard-tests, bin switchboard-bench) in
+      release mode, start redis-server on a free loopback port, and run the
+      benchmarks B1..B6, each beside a raw-Redis baseline measured in the same
+      run. Prints a table and writes target/bench/results.json. B6 needs the
+      chat example (`cargo build --release --example chat`); without it, B6
+      is reported as skipped.
+        --quick     shorter runs: under two minutes once built
+        --only ids  run only these scenarios (comma-separated)
+
+  fuzz [--seconds N] [target...]
+      Build the coverage-guided fuzz targets (tests/fuzz, libFuzzer, stable
+      toolchain) and fuzz each decoder for N seconds (default 60): envelope,
+      hub_json, hub_msgpack. New inputs go to target/fuzz/corpus, crashes to
+      target/fuzz/artifacts. `cargo xtask test` runs each for 15 s.
+
+  demo
+      Start redis-server and two chat servers on it (http://127.0.0.1:5000 and
+      http://127.0.0.1:5001), open both pages: a message sent on one appears on
+      the other. Stops on Enter, Ctrl-D or Ctrl-C.
+
   redis
       Start redis-server on a free loopback port and print its URL, for running
       tests by hand (SWITCHBOARD_REDIS_URL=<url> cargo test). It stops when a line
@@ -52,8 +79,14 @@ enum Command {
     Help,
     /// Lint, then run every test tier against a private redis-server.
     Test(test::Options),
+    /// Run the benchmarks against a private redis-server.
+    Bench(bench::Options),
     /// Run a redis-server until stdin says stop.
     Redis,
+    /// Fuzz the decoders for this many seconds each (these targets, or all).
+    Fuzz(u64, Vec<String>),
+    /// Two chat servers on one redis-server.
+    Demo,
 }
 
 fn main() -> ExitCode {
@@ -70,7 +103,10 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Test(options) => test::run(&options),
+        Command::Bench(options) => bench::run(&options),
         Command::Redis => redis::serve(),
+        Command::Fuzz(seconds, targets) => fuzz::run(seconds, &targets),
+        Command::Demo => demo::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -90,6 +126,16 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
     match name.to_str() {
         Some("help" | "-h" | "--help") => Ok(Command::Help),
         Some("test") => parse_test(args),
+        Some("bench") => parse_bench(args),
+        Some("fuzz") => parse_fuzz(args),
+        Some("demo") => match args.next() {
+            None => Ok(Command::Demo),
+            Some(arg) if is_help(&arg) => Ok(Command::Help),
+            Some(arg) => Err(format!(
+                "`demo` takes no arguments, got `{}`",
+                arg.to_string_lossy()
+            )),
+        },
         Some("redis") => match args.next() {
             None => Ok(Command::Redis),
             Some(arg) if is_help(&arg) => Ok(Command::Help),
@@ -127,6 +173,65 @@ fn parse_test(mut args: impl Iterator<Item = OsString>) -> Result<Command, Strin
     Ok(Command::Test(options))
 }
 
+/// Parses the arguments of `cargo xtask fuzz`.
+fn parse_fuzz(mut args: impl Iterator<Item = OsString>) -> Result<Command, String> {
+    let mut seconds = 60;
+    let mut targets = Vec::new();
+    while let Some(arg) = args.next() {
+        match arg.to_str() {
+            Some("--seconds") => {
+                seconds = args
+                    .next()
+                    .and_then(|n| n.to_str().and_then(|n| n.parse().ok()))
+                    .ok_or("`--seconds` needs a whole number of seconds")?;
+            }
+            _ if is_help(&arg) => return Ok(Command::Help),
+            Some(target) if fuzz::TARGETS.contains(&target) => targets.push(target.to_owned()),
+            _ => {
+                return Err(format!(
+                    "unknown fuzz target or option `{}` (targets: {})",
+                    arg.to_string_lossy(),
+                    fuzz::TARGETS.join(", ")
+                ));
+            }
+        }
+    }
+    Ok(Command::Fuzz(seconds, targets))
+}
+
+/// Parses the arguments of `cargo xtask bench`.
+fn parse_bench(mut args: impl Iterator<Item = OsString>) -> Result<Command, String> {
+    let mut options = bench::Options::default();
+    while let Some(arg) = args.next() {
+        match arg.to_str() {
+            Some("--quick") => options.quick = true,
+            Some("--only") => {
+                let ids = args
+                    .next()
+                    .and_then(|ids| ids.into_string().ok())
+                    .ok_or("`--only` needs a list of scenarios, such as `B1,B3`")?;
+                for id in ids.split(',') {
+                    let known = id.trim().len() == 2
+                        && id.trim()[..1].eq_ignore_ascii_case("b")
+                        && matches!(&id.trim()[1..], "1" | "2" | "3" | "4" | "5" | "6");
+                    if !known {
+                        return Err(format!("unknown scenario `{id}` (known: B1 to B6)"));
+                    }
+                }
+                options.only = Some(ids);
+            }
+            _ if is_help(&arg) => return Ok(Command::Help),
+            _ => {
+                return Err(format!(
+                    "unknown option `{}` for `bench`",
+                    arg.to_string_lossy()
+                ));
+            }
+        }
+    }
+    Ok(Command::Bench(options))
+}
+
 /// Whether `arg` asks for the usage text.
 fn is_help(arg: &OsString) -> bool {
     matches!(arg.to_str(), Some("-h" | "--help"))
@@ -138,13 +243,17 @@ fn project_root() -> PathBuf {
     manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
 }
 
+/// Cargo's target directory: `$CARGO_TARGET_DIR` (relative to the root), or `target/`.
+fn target_dir() -> PathBuf {
+    let root = project_root();
+    env::var_os("CARGO_TARGET_DIR")
+        .map(|dir| root.join(dir))
+        .unwrap_or_else(|| root.join("target"))
+}
+
 /// Where xtask keeps its files (redis logs and data directories): `xtask/` in cargo's target dir.
 fn xtask_dir() -> PathBuf {
-    let root = project_root();
-    let target = env::var_os("CARGO_TARGET_DIR")
-        .map(|dir| root.join(dir))
-        .unwrap_or_else(|| root.join("target"));
-    target.join("xtask")
+    target_dir().join("xtask")
 }
 
 /// The cargo that runs this xtask (cargo sets `CARGO` for the programs it runs), so that every
@@ -169,6 +278,7 @@ mod tests {
             &["--help"],
             &["test", "-h"],
             &["redis", "--help"],
+            &["bench", "--help"],
         ] {
             assert!(
                 matches!(parse_strs(args), Ok(Command::Help)),
@@ -198,8 +308,25 @@ mod tests {
     }
 
     #[test]
+    fn bench_takes_quick_and_a_scenario_list() {
+        let Ok(Command::Bench(options)) = parse_strs(&["bench", "--quick", "--only", "B1,b3"])
+        else {
+            panic!("`bench` with valid flags should parse");
+        };
+        assert!(options.quick);
+        assert_eq!(options.only.as_deref(), Some("B1,b3"));
+        let Ok(Command::Bench(options)) = parse_strs(&["bench"]) else {
+            panic!("plain `bench` should parse");
+        };
+        assert!(!options.quick && options.only.is_none());
+    }
+
+    #[test]
     fn unknown_commands_and_options_are_usage_errors() {
-        assert!(parse_strs(&["bench"]).is_err());
+        assert!(parse_strs(&["bench", "--slow"]).is_err());
+        assert!(parse_strs(&["bench", "--only", "B7"]).is_err());
+        assert!(parse_strs(&["bench", "--only"]).is_err());
+        assert!(parse_strs(&["frobnicate"]).is_err());
         assert!(parse_strs(&["test", "--nocapture"]).is_err());
         assert!(parse_strs(&["redis", "6379"]).is_err());
     }

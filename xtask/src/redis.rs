@@ -91,7 +91,7 @@ fn how_to_install() -> String {
 }
 
 /// Looks for an executable called `name` on PATH, then in [`FALLBACK_DIRS`].
-fn find_program(name: &str) -> Option<PathBuf> {
+pub(crate) fn find_program(name: &str) -> Option<PathBuf> {
     let path = env::var_os("PATH").unwrap_or_default();
     env::split_paths(&path)
         .chain(FALLBACK_DIRS.iter().map(PathBuf::from))
@@ -113,7 +113,7 @@ fn is_executable(path: &Path) -> bool {
 }
 
 /// Whether this process runs with effective user id 0.
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     if let Ok(status) = fs::read_to_string("/proc/self/status") {
         // "Uid:" is followed by the real, effective, saved and filesystem ids.
         if let Some(line) = status.lines().find(|line| line.starts_with("Uid:")) {
@@ -135,16 +135,16 @@ fn install(apt_get: &Path) -> Result<(), String> {
     eprintln!(
         "xtask: {BINARY} not found; installing Debian's `{DEBIAN_PACKAGE}` package with apt-get"
     );
+    apt_install(apt_get, DEBIAN_PACKAGE).map_err(|e| format!("{e}\n{}", how_to_install()))
+}
+
+/// Installs one Debian package with apt-get, without questions (after
+/// refreshing the package lists).
+pub(crate) fn apt_install(apt_get: &Path, package: &str) -> Result<(), String> {
     apt(apt_get, &["update", "-qq"])?;
     apt(
         apt_get,
-        &[
-            "install",
-            "-y",
-            "-qq",
-            "--no-install-recommends",
-            DEBIAN_PACKAGE,
-        ],
+        &["install", "-y", "-qq", "--no-install-recommends", package],
     )
 }
 
@@ -163,10 +163,7 @@ fn apt(apt_get: &Path, args: &[&str]) -> Result<(), String> {
     if status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "`{command}` failed ({status}).\n{}",
-            how_to_install()
-        ))
+        Err(format!("`{command}` failed ({status})."))
     }
 }
 

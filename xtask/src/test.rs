@@ -32,6 +32,11 @@ struct Step {
     program: OsString,
     /// Its arguments.
     args: Vec<OsString>,
+    /// Extra environment variables.
+    env: Vec<(&'static str, OsString)>,
+    /// Work done in xtask itself instead of a command (installing a tool,
+    /// fuzzing); `program` and `args` then only describe it.
+    internal: Option<fn() -> Result<(), String>>,
     /// Whether it needs the redis-server: if so it runs with [`redis::URL_ENV`] and
     /// [`redis::SERVER_ENV`] set, and is skipped if the server could not start.
     needs_redis: bool,
@@ -40,12 +45,33 @@ struct Step {
 impl Step {
     /// A cargo command (run with the cargo that runs xtask) that needs no redis-server.
     fn cargo(name: &'static str, args: &[&str]) -> Self {
+        Step::program(name, crate::cargo(), args)
+    }
+
+    /// Any program, run in the workspace root.
+    fn program(name: &'static str, program: impl Into<OsString>, args: &[&str]) -> Self {
         Step {
             name,
-            program: crate::cargo(),
+            program: program.into(),
             args: args.iter().map(OsString::from).collect(),
+            env: Vec::new(),
+            internal: None,
             needs_redis: false,
         }
+    }
+
+    /// Work done by xtask itself, described by `what` in the header.
+    fn internal(name: &'static str, what: &str, work: fn() -> Result<(), String>) -> Self {
+        Step {
+            internal: Some(work),
+            ..Step::program(name, what, &[])
+        }
+    }
+
+    /// Adds an environment variable.
+    fn with_env(mut self, key: &'static str, value: impl Into<OsString>) -> Self {
+        self.env.push((key, value.into()));
+        self
     }
 
     /// Marks the step as needing the redis-server.
@@ -114,11 +140,45 @@ fn cargo_test_tiers(extra: &[OsString]) -> Vec<Step> {
 }
 
 /// Tiers that run outside cargo's test runner, after the cargo tiers and against the same
-/// redis-server: whole-system checks such as the interop suite with the official JS client
-/// (an npm project) go here, each a [`Step`] marked [`Step::with_redis`]. There are none yet.
+/// redis-server: the official SignalR JavaScript client against two chat servers (an npm
+/// project in `tests/interop`), the chat page in headless Chromium, and a short
+/// coverage-guided fuzzing run of every decoder.
 fn external_tiers() -> Vec<Step> {
-    Vec::new()
+    let interop = crate::project_root().join("tests").join("interop");
+    let interop = interop.to_string_lossy().into_owned();
+    let chat = crate::target_dir()
+        .join("debug")
+        .join("examples")
+        .join("chat");
+    vec![
+        Step::cargo("chat-build", &["build", "--example", "chat"]),
+        Step::program(
+            "npm-ci",
+            "npm",
+            &["ci", "--no-audit", "--no-fund", "--prefix", &interop],
+        ),
+        Step::program("interop", "npm", &["test", "--prefix", &interop])
+            .with_env("SWITCHBOARD_CHAT_BIN", chat.clone())
+            .with_redis(),
+        Step::internal(
+            "chromium",
+            "find or install Debian's chromium for the browser test",
+            || crate::tools::find_or_install_chromium().map(drop),
+        ),
+        Step::program("browser", "npm", &["run", "browser", "--prefix", &interop])
+            .with_env("SWITCHBOARD_CHAT_BIN", chat)
+            .with_env("SWITCHBOARD_CHROMIUM", crate::tools::CHROMIUM)
+            .with_redis(),
+        Step::internal(
+            "fuzz",
+            "build the fuzz targets, then fuzz each decoder briefly",
+            || crate::fuzz::run(FUZZ_SECONDS, &[]),
+        ),
+    ]
 }
+
+/// How long `cargo xtask test` fuzzes each decoder (`cargo xtask fuzz` runs longer).
+const FUZZ_SECONDS: u64 = 15;
 
 /// Every step of the run, in order.
 fn plan(options: &Options) -> Vec<Step> {
@@ -180,15 +240,25 @@ pub(crate) fn run(options: &Options) -> Result<(), String> {
         }
         header(records.len() + 1, total, step.name, &step.to_string());
         let started = Instant::now();
-        let outcome = match Command::new(&step.program)
-            .args(&step.args)
-            .envs(env)
-            .current_dir(crate::project_root())
-            .status()
-        {
-            Ok(status) if status.success() => Outcome::Ok,
-            Ok(status) => Outcome::Failed(status.to_string()),
-            Err(err) => Outcome::Failed(format!("could not run it: {err}")),
+        let outcome = match step.internal {
+            Some(work) => match work() {
+                Ok(()) => Outcome::Ok,
+                Err(message) => {
+                    eprintln!("xtask: error: {message}");
+                    Outcome::Failed(message)
+                }
+            },
+            None => match Command::new(&step.program)
+                .args(&step.args)
+                .envs(env)
+                .envs(step.env.iter().map(|(k, v)| (k, v)))
+                .current_dir(crate::project_root())
+                .status()
+            {
+                Ok(status) if status.success() => Outcome::Ok,
+                Ok(status) => Outcome::Failed(status.to_string()),
+                Err(err) => Outcome::Failed(format!("could not run it: {err}")),
+            },
         };
         records.push(Record {
             name: step.name,
@@ -293,13 +363,38 @@ mod tests {
         };
         let steps = plan(&options);
         let names: Vec<_> = steps.iter().map(|step| step.name).collect();
-        assert_eq!(names, ["fmt", "clippy", "test", "doctest"]);
+        assert_eq!(
+            names,
+            [
+                "fmt",
+                "clippy",
+                "test",
+                "doctest",
+                "chat-build",
+                "npm-ci",
+                "interop",
+                "chromium",
+                "browser",
+                "fuzz"
+            ]
+        );
         assert!(steps[..2].iter().all(|step| !step.needs_redis));
-        assert!(steps[2..].iter().all(|step| step.needs_redis));
+        assert!(steps[2..4].iter().all(|step| step.needs_redis));
         assert!(
-            steps[2..]
+            steps[2..4]
                 .iter()
                 .all(|step| step.args.last() == Some(&OsString::from("--nocapture")))
+        );
+        let interop = steps
+            .iter()
+            .find(|step| step.name == "interop")
+            .expect("an interop step");
+        assert!(interop.needs_redis);
+        assert!(
+            interop
+                .env
+                .iter()
+                .any(|(key, _)| *key == "SWITCHBOARD_CHAT_BIN")
         );
     }
 
@@ -310,7 +405,8 @@ mod tests {
             cargo_test_args: Vec::new(),
         };
         let names: Vec<_> = plan(&options).iter().map(|step| step.name).collect();
-        assert_eq!(names, ["test", "doctest"]);
+        assert_eq!(names[..2], ["test", "doctest"]);
+        assert!(!names.contains(&"fmt") && !names.contains(&"clippy"));
     }
 
     #[test]
