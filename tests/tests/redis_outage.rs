@@ -83,18 +83,23 @@ async fn delivery_resumes_after_redis_restart() {
     s2.send_all(&message("m", ("before",))).await.unwrap();
     assert_delivered(&mut [&mut a, &mut b, &mut c], "before").await;
 
-    // Traffic keeps flowing from a background task through the outage.
+    // Traffic keeps flowing from a background task through the outage,
+    // until the test says stop.
+    let stop_traffic = tokio_util::sync::CancellationToken::new();
     let traffic = tokio::spawn({
         let s1 = s1.clone();
+        let stop = stop_traffic.clone();
         async move {
             let (mut ok, mut failed) = (0u32, 0u32);
-            for i in 0..60 {
+            let mut i = 0;
+            while !stop.is_cancelled() {
+                i += 1;
                 match s1.send_all(&message("m", (format!("traffic-{i}"),))).await {
                     Ok(()) => ok += 1,
                     Err(Error::BackplaneUnavailable { .. }) => failed += 1,
                     Err(e) => panic!("unexpected error during the outage: {e}"),
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
             (ok, failed)
         }
@@ -102,7 +107,7 @@ async fn delivery_resumes_after_redis_restart() {
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     // --- outage
-    redis.kill();
+    tokio::task::block_in_place(|| redis.kill());
     // Sends fail promptly with BackplaneUnavailable, never hang.
     let mut worst = Duration::ZERO;
     for _ in 0..5 {
@@ -132,7 +137,7 @@ async fn delivery_resumes_after_redis_restart() {
 
     // --- recovery
     let restarted = Instant::now();
-    redis.restart();
+    tokio::task::block_in_place(|| redis.restart());
     // Probe until each server delivers again; the first probe measures the
     // time to recovery.
     let b_id = b.id().clone();
@@ -178,6 +183,7 @@ async fn delivery_resumes_after_redis_restart() {
         s1_ref.send_all(&message("m", (marker,))).await
     })
     .await;
+    stop_traffic.cancel();
     let (ok, failed) = traffic.await.unwrap();
     assert!(
         ok > 0 && failed > 0,
