@@ -151,7 +151,8 @@ fn external_tiers() -> Vec<Step> {
         .join("examples")
         .join("chat");
     vec![
-        Step::cargo("chat-build", &["build", "--example", "chat"]),
+        // `--workspace` resolves features as the test step did, so nothing is rebuilt.
+        Step::cargo("chat-build", &["build", "--workspace", "--example", "chat"]),
         Step::program(
             "npm-ci",
             "npm",
