@@ -8,6 +8,7 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+pub mod bench;
 pub mod conformance;
 pub mod node;
 pub mod redis_process;

@@ -97,20 +97,24 @@ pub struct Connection {
     inner: Arc<Inner>,
 }
 
+/// `repr(C)`: what a delivery reads (the protocol, then the queue's hot
+/// fields) comes first, so fan-out touches at most two cache lines of each
+/// connection.
+#[repr(C)]
 struct Inner {
-    /// Unique across servers; the key of every index the managers keep.
-    id: ConnectionId,
-    /// The user this connection belongs to; `send_user` reaches it.
-    user: Option<Arc<str>>,
     /// Which frame of a [`SerializedMessage`] this connection receives.
     protocol: Protocol,
+    /// Applied by `send_frame` when the queue is full.
+    slow_consumer: SlowConsumerPolicy,
     /// The bounded outbound queue (a client that stops reading costs at
     /// most `capacity` frames), the close signal the transport watches, and
     /// the close reason; inline, so that fan-out touches one allocation per
     /// connection (see `outbound.rs`).
     outbound: Outbound,
-    /// Applied by `send_frame` when the queue is full.
-    slow_consumer: SlowConsumerPolicy,
+    /// The user this connection belongs to; `send_user` reaches it.
+    user: Option<Arc<str>>,
+    /// Unique across servers; the key of every index the managers keep.
+    id: ConnectionId,
 }
 
 impl Connection {

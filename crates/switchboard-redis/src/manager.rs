@@ -455,11 +455,16 @@ impl Inner {
             bump(&self.counters.publish_errors);
             return Err(unavailable("not connected to Redis", None));
         }
-        let result = self
-            .publisher
-            .with_options(&self.publish_options)
-            .publish::<i64, _, _>(channel, envelope)
-            .await;
+        // fred's publish future is several kilobytes. Boxed once here, the
+        // futures of every send method stay small: the trait's boxed
+        // futures and their callers' futures no longer embed it, so no send
+        // copies kilobytes from one future to the next.
+        let result = Box::pin(
+            self.publisher
+                .with_options(&self.publish_options)
+                .publish::<i64, _, _>(channel, envelope),
+        )
+        .await;
         match result {
             Ok(receivers) => {
                 bump(&self.counters.published);

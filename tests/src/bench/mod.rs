@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use switchboard_core::SerializedMessage;
+use switchboard_protocol as wire;
 use switchboard_redis::{RedisHubLifetimeManager, RedisOptions};
 
 /// Errors of the bench harness: reported, never panicked on.
@@ -207,6 +209,32 @@ where
     (ok, failed)
 }
 
+/// Calls `start(i)` for every `i` in `0..count`, the `i`-th at `i * interval`
+/// after the first, from a thread of its own (a sleeping thread keeps a
+/// steadier pace than the runtime's millisecond timer). `start` should only
+/// spawn the real work. Late calls catch up at once, so the average rate
+/// holds.
+pub async fn pace<F>(count: usize, interval: Duration, mut start: F) -> BenchResult<()>
+where
+    F: FnMut(usize) + Send + 'static,
+{
+    let pacer = std::thread::spawn(move || {
+        let first = Instant::now();
+        for i in 0..count {
+            let due = first + interval.saturating_mul(u32::try_from(i).unwrap_or(u32::MAX));
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            start(i);
+        }
+    });
+    tokio::task::spawn_blocking(move || pacer.join())
+        .await?
+        .map_err(|_| "the pacing thread panicked")?;
+    Ok(())
+}
+
 /// A counter of received items that also remembers when the last one came.
 #[derive(Debug, Default)]
 pub struct Arrivals {
@@ -248,6 +276,23 @@ impl Arrivals {
         }
         seen
     }
+}
+
+/// The size of the envelope switchboard publishes for `message` (an
+/// invocation without exclusions): the baseline publishes as many bytes.
+pub fn envelope_len(message: &SerializedMessage) -> usize {
+    let messages = message
+        .iter()
+        .map(|(protocol, frame)| wire::SerializedMessage {
+            protocol: protocol.name().to_owned(),
+            payload: frame.clone(),
+        })
+        .collect();
+    wire::encode_body(wire::Body::Invocation(wire::Invocation {
+        messages,
+        ..Default::default()
+    }))
+    .len()
 }
 
 /// Per-second rate of `count` items over `ns` nanoseconds.

@@ -392,10 +392,22 @@ mod tests {
     #[test]
     fn targets_judge_against_the_baseline() {
         let row = |s, b, t| Row::new("B", "s", "f", Unit::PerSecond, Some(s), Some(b), t);
-        assert_eq!(row(80.0, 100.0, Target::RatioAtLeast(0.8)).met(), Some(true));
-        assert_eq!(row(79.0, 100.0, Target::RatioAtLeast(0.8)).met(), Some(false));
-        assert_eq!(row(150.0, 100.0, Target::PlusAtMost(50.0)).met(), Some(true));
-        assert_eq!(row(151.0, 100.0, Target::PlusAtMost(50.0)).met(), Some(false));
+        assert_eq!(
+            row(80.0, 100.0, Target::RatioAtLeast(0.8)).met(),
+            Some(true)
+        );
+        assert_eq!(
+            row(79.0, 100.0, Target::RatioAtLeast(0.8)).met(),
+            Some(false)
+        );
+        assert_eq!(
+            row(150.0, 100.0, Target::PlusAtMost(50.0)).met(),
+            Some(true)
+        );
+        assert_eq!(
+            row(151.0, 100.0, Target::PlusAtMost(50.0)).met(),
+            Some(false)
+        );
         assert_eq!(row(1.0, 1.0, Target::None).met(), None);
         assert!(table(&[row(1.0, 2.0, Target::AtLeast(1.0))]).contains("0.50"));
     }
