@@ -16,42 +16,34 @@ macro_rules! scenarios {
     };
 }
 
+/// The single-server scenarios, against `$backend`: every manager runs them.
+macro_rules! single_server_scenarios {
+    ($backend:expr) => {
+        scenarios!($backend;
+            send_all_reaches_every_connection,
+            send_all_skips_disconnected_connection,
+            send_group_reaches_only_members,
+            send_group_except_skips_excluded,
+            send_connection_reaches_connection,
+            client_result_returns_value,
+            client_result_error_surfaces,
+            client_result_from_wrong_connection_rejected,
+            client_result_unknown_connection_fails_at_once,
+            client_results_complete_independently,
+            client_result_fails_when_client_disconnects,
+            client_result_cancelled_by_caller,
+            client_result_times_out,
+            group_change_for_unknown_connection_fails,
+        );
+    };
+}
+
 mod memory {
-    scenarios!(switchboard_tests::MemoryBackend;
-        send_all_reaches_every_connection,
-        send_all_skips_disconnected_connection,
-        send_group_reaches_only_members,
-        send_group_except_skips_excluded,
-        send_connection_reaches_connection,
-        client_result_returns_value,
-        client_result_error_surfaces,
-        client_result_from_wrong_connection_rejected,
-        client_result_unknown_connection_fails_at_once,
-        client_results_complete_independently,
-        client_result_fails_when_client_disconnects,
-        client_result_cancelled_by_caller,
-        client_result_times_out,
-        group_change_for_unknown_connection_fails,
-    );
+    single_server_scenarios!(switchboard_tests::MemoryBackend);
 }
 
 mod redis {
-    scenarios!(switchboard_tests::RedisBackend::new();
-    send_all_reaches_every_connection,
-    send_all_skips_disconnected_connection,
-    send_group_reaches_only_members,
-    send_group_except_skips_excluded,
-    send_connection_reaches_connection,
-    client_result_returns_value,
-    client_result_error_surfaces,
-    client_result_from_wrong_connection_rejected,
-    client_result_unknown_connection_fails_at_once,
-    client_results_complete_independently,
-    client_result_fails_when_client_disconnects,
-    client_result_cancelled_by_caller,
-    client_result_times_out,
-    group_change_for_unknown_connection_fails,
-    );
+    single_server_scenarios!(switchboard_tests::RedisBackend::new());
 
     scenarios!(switchboard_tests::RedisBackend::new();
         scaleout_send_all_reaches_other_server,
