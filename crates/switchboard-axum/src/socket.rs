@@ -31,7 +31,8 @@ const MAX_BATCH_FRAMES: usize = 64;
 /// A batch stops growing once it holds this many bytes.
 const MAX_BATCH_BYTES: usize = 64 * 1024;
 
-/// How long a leaving client gets to take our close frame.
+/// How long a leaving client gets to take our close frame, and a client
+/// the server closes gets to take the Close message.
 const STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// WebSocket close code 1000: normal closure.
@@ -403,16 +404,13 @@ async fn write_loop(
                 let reason = connection.close_reason();
                 let allow_reconnect = state.allow_reconnect.load(Ordering::Relaxed);
                 let close = protocol.write_close(reason.as_deref(), allow_reconnect);
-                let sent = send_or_stop(
-                    state,
-                    &mut sink,
-                    frame_message(protocol, close),
-                    options.client_timeout,
-                )
-                .await;
+                // The server is closing: a client that does not take the
+                // Close message promptly (a stalled reader) is not waited for.
+                let sent =
+                    send_or_stop(state, &mut sink, frame_message(protocol, close), STOP_GRACE)
+                        .await;
                 if sent {
-                    let _ =
-                        send_or_stop(state, &mut sink, close_frame(), options.client_timeout).await;
+                    let _ = send_or_stop(state, &mut sink, close_frame(), STOP_GRACE).await;
                 }
                 return;
             }
