@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use switchboard_core::protocol::{
-    HubMessage, PROTOCOL_VERSION, Protocol, ProtocolError, parse_handshake,
+    HubMessage, Protocol, ProtocolError, is_version_supported, parse_handshake,
     write_handshake_response,
 };
 use switchboard_core::{
@@ -242,7 +242,7 @@ async fn handshake(
             refuse(shared, websocket, binary, &error).await;
             return None;
         };
-        if request.version != PROTOCOL_VERSION {
+        if !is_version_supported(request.version) {
             let error = format!(
                 "The server does not support version {} of the '{}' protocol.",
                 request.version, request.protocol

@@ -89,6 +89,53 @@ async fn unsupported_version_is_refused() {
     server.assert_healthy().await;
 }
 
+/// Versions up to the server's own are accepted, as ASP.NET Core does:
+/// Python's `signalrcore`, for one, asks for version 0.
+#[tokio::test]
+async fn older_and_current_versions_are_accepted() {
+    let server = TestServer::default().await;
+    for version in [0, 1] {
+        let mut client = server.connect("").await;
+        client
+            .send_text(&format!(
+                "{{\"protocol\":\"json\",\"version\":{version}}}{RS}"
+            ))
+            .await;
+        assert_eq!(client.record().await, Some(json!({})), "json v{version}");
+        let id = client.invoke("Add", json!([version, 1])).await;
+        assert_eq!(client.completion(&id).await["result"], version + 1);
+
+        let mut client = server.connect("").await;
+        client
+            .send_text(&format!(
+                "{{\"protocol\":\"messagepack\",\"version\":{version}}}{RS}"
+            ))
+            .await;
+        match client.frame().await {
+            Frame::Binary(bytes) => assert_eq!(bytes, b"{}\x1e", "messagepack v{version}"),
+            other => panic!("expected a binary handshake response, got {other:?}"),
+        }
+    }
+    server.assert_healthy().await;
+}
+
+#[tokio::test]
+async fn newer_messagepack_version_is_refused() {
+    let server = TestServer::default().await;
+    let mut client = server.connect("").await;
+    client
+        .send_text(&format!(
+            "{{\"protocol\":\"messagepack\",\"version\":2}}{RS}"
+        ))
+        .await;
+    let response = client.record().await.unwrap();
+    assert_eq!(
+        response,
+        json!({ "error": "The server does not support version 2 of the 'messagepack' protocol." })
+    );
+    client.closed().await;
+}
+
 #[tokio::test]
 async fn malformed_handshake_closes_the_socket() {
     let server = TestServer::default().await;

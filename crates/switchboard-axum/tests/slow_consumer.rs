@@ -62,10 +62,26 @@ async fn connect(addr: SocketAddr, receive_buffer: Option<u32>) -> Ws {
     ws
 }
 
-/// A reader counting the invocations it receives.
+/// How often a reader sends a Ping record, as the official clients do
+/// (every 15 s by default), so that the server's client timeout (30 s)
+/// never closes a reader however long the test runs.
+const CLIENT_KEEP_ALIVE: Duration = Duration::from_secs(5);
+
+/// A reader counting the invocations it receives, and keeping itself alive.
 fn spawn_reader(mut ws: Ws, received: Arc<AtomicU64>) {
     tokio::spawn(async move {
-        while let Some(Ok(message)) = ws.next().await {
+        let mut keep_alive = tokio::time::interval(CLIENT_KEEP_ALIVE);
+        loop {
+            let message = tokio::select! {
+                message = ws.next() => message,
+                _ = keep_alive.tick() => {
+                    if ws.send(Message::text("{\"type\":6}\u{1e}")).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let Some(Ok(message)) = message else { return };
             if let Message::Text(text) = message {
                 let n = text
                     .as_str()

@@ -16,7 +16,8 @@ use super::{ProtocolError, RECORD_SEPARATOR};
 pub struct HandshakeRequest {
     /// The requested protocol name, such as `json` or `messagepack`.
     pub protocol: String,
-    /// The requested protocol version (1 for every SignalR client today).
+    /// The requested protocol version (1 for the official clients; some
+    /// independent ones ask for 0).
     pub version: u32,
 }
 

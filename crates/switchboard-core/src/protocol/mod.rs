@@ -26,8 +26,17 @@ pub use handshake::{HandshakeRequest, parse_handshake, write_handshake_response}
 /// The record separator that ends every JSON hub message and the handshake.
 pub const RECORD_SEPARATOR: u8 = 0x1e;
 
-/// The only hub protocol version defined by SignalR, for both encodings.
+/// The newest hub protocol version switchboard speaks, for both encodings.
+///
+/// A handshake asking for this version or an older one is accepted (as in
+/// ASP.NET Core, whose protocols support every version up to their own):
+/// some clients, such as Python's `signalrcore`, ask for version 0.
 pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Whether a handshake asking for hub protocol `version` is accepted.
+pub fn is_version_supported(version: u32) -> bool {
+    version <= PROTOCOL_VERSION
+}
 
 /// A SignalR hub protocol: how hub messages are encoded for one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
