@@ -371,6 +371,14 @@ enum Next {
 
 /// Writes the connection's queued frames, keep-alive Pings, and finally the
 /// Close message when the server closes the connection.
+///
+/// Once the server closes the connection, everything still to write (the
+/// frames queued before the close, in order, then the Close message and
+/// the close frame) gets [`STOP_GRACE`] in all, counted from the moment
+/// the writer sees the close; a write already under way when the close
+/// comes goes on within that grace. A client that does not take it all by
+/// then (a stalled reader, a client too slow for the slow-consumer policy)
+/// is not waited for.
 async fn write_loop(
     shared: &Shared,
     state: &SocketState,
@@ -381,6 +389,8 @@ async fn write_loop(
     let connection = &state.connection;
     let protocol = state.protocol;
     let mut last_sent = Instant::now();
+    // When the rest must be written by, once the server has closed.
+    let mut closing: Option<Instant> = None;
     loop {
         let next = tokio::select! {
             biased;
@@ -401,33 +411,39 @@ async fn write_loop(
             Next::Frame(first) => frame_message(protocol, batch(first, &mut receiver)),
             Next::KeepAlive => frame_message(protocol, protocol.write_ping()),
             Next::Closed => {
+                let deadline = *closing.get_or_insert_with(|| Instant::now() + STOP_GRACE);
                 let reason = connection.close_reason();
                 let allow_reconnect = state.allow_reconnect.load(Ordering::Relaxed);
                 let close = protocol.write_close(reason.as_deref(), allow_reconnect);
-                // The server is closing: a client that does not take the
-                // Close message promptly (a stalled reader) is not waited for.
-                let sent =
-                    send_or_stop(state, &mut sink, frame_message(protocol, close), STOP_GRACE)
-                        .await;
-                if sent {
-                    let _ = send_or_stop(state, &mut sink, close_frame(), STOP_GRACE).await;
+                if send_until(state, &mut sink, frame_message(protocol, close), deadline).await {
+                    let _ = send_until(state, &mut sink, close_frame(), deadline).await;
                 }
                 return;
             }
         };
-        // A data write gives way when the server closes the connection
-        // (for example a client too slow for the slow-consumer policy):
-        // its socket is full, so the write would only wait out the timeout
-        // while holding the queued frames.
-        let sent = tokio::select! {
-            sent = send_or_stop(state, &mut sink, message, options.client_timeout) => sent,
-            () = connection.closed() => {
-                let reason = connection.close_reason();
-                let allow_reconnect = state.allow_reconnect.load(Ordering::Relaxed);
-                let close = protocol.write_close(reason.as_deref(), allow_reconnect);
-                let _ = tokio::time::timeout(STOP_GRACE, sink.send(frame_message(protocol, close))).await;
-                let _ = tokio::time::timeout(STOP_GRACE, sink.send(close_frame())).await;
-                return;
+        let sent = match closing {
+            Some(deadline) => send_until(state, &mut sink, message, deadline).await,
+            None => {
+                let send = send_until(
+                    state,
+                    &mut sink,
+                    message,
+                    Instant::now() + options.client_timeout,
+                );
+                let mut send = std::pin::pin!(send);
+                tokio::select! {
+                    biased;
+                    sent = &mut send => sent,
+                    // The server closed the connection during the write (a
+                    // client too slow for the slow-consumer policy has a
+                    // full socket): the write gets the grace, not the
+                    // client timeout.
+                    () = connection.closed() => {
+                        let deadline = Instant::now() + STOP_GRACE;
+                        closing = Some(deadline);
+                        tokio::time::timeout_at(deadline, send).await.unwrap_or(false)
+                    }
+                }
             }
         };
         if !sent {
@@ -464,24 +480,24 @@ fn batch(first: Bytes, receiver: &mut ConnectionReceiver) -> Bytes {
 }
 
 /// Sends one message unless the writer is told to stop or the client does
-/// not take it in time; `false` if it was not sent.
-async fn send_or_stop(
+/// not take it by `deadline`; `false` if it was not sent.
+async fn send_until(
     state: &SocketState,
     sink: &mut SplitSink<WebSocket, Message>,
     message: Message,
-    timeout: Duration,
+    deadline: Instant,
 ) -> bool {
     let connection_id = state.connection.id();
     tokio::select! {
         () = state.stop_writer.cancelled() => false,
-        sent = tokio::time::timeout(timeout, sink.send(message)) => match sent {
+        sent = tokio::time::timeout_at(deadline, sink.send(message)) => match sent {
             Ok(Ok(())) => true,
             Ok(Err(e)) => {
                 tracing::debug!(%connection_id, error = %e, "WebSocket write failed");
                 false
             }
             Err(_) => {
-                tracing::info!(%connection_id, ?timeout, "the client did not accept a write in time");
+                tracing::info!(%connection_id, "the client did not accept a write in time");
                 false
             }
         },

@@ -222,3 +222,39 @@ async fn stray_completion_is_ignored() {
     let id = client.invoke("Echo", json!(["fine"])).await;
     assert_eq!(client.completion(&id).await["result"], "fine");
 }
+
+#[tokio::test]
+async fn an_answer_is_read_while_an_invocation_waits_for_its_slot() {
+    let server = TestServer::default().await;
+    let mut client = server.json_client().await;
+    // `Ask` holds the connection's only invocation slot until this client
+    // answers; `Add`, sent before the answer, waits for the slot.
+    let ask_call = client.invoke("Ask", json!(["ready?"])).await;
+    let add_call = client.invoke("Add", json!([1, 2])).await;
+    let ask = client.record().await.unwrap();
+    assert_eq!(ask["target"], "ask", "{ask}");
+    client
+        .send_json(json!({ "type": 3, "invocationId": ask["invocationId"], "result": "yes" }))
+        .await;
+    assert_eq!(client.completion(&ask_call).await["result"], "yes");
+    assert_eq!(client.completion(&add_call).await["result"], 3);
+}
+
+#[tokio::test]
+async fn frames_sent_before_a_server_close_arrive_before_the_close_message() {
+    let server = TestServer::default().await;
+    for round in 0..100 {
+        let mut client = server.json_client().await;
+        client
+            .send_json(
+                json!({ "type": 1, "target": "Kick", "arguments": [format!("bye {round}")] }),
+            )
+            .await;
+        let bye = client.record().await.expect("the message before the close");
+        assert_eq!(bye["target"], "bye", "round {round}: {bye}");
+        assert_eq!(bye["arguments"], json!([format!("bye {round}")]));
+        let close = client.close_message().await;
+        assert_eq!(close["error"], "kicked", "round {round}: {close}");
+    }
+    server.assert_healthy().await;
+}

@@ -192,8 +192,12 @@ impl Connection {
     /// instead of applying the slow-consumer policy.
     ///
     /// For a producer that feeds this one connection and can slow down with
-    /// it, such as a streaming hub method. Returns [`Delivery::Closed`] as
-    /// soon as the connection closes, even while waiting.
+    /// it, such as a streaming hub method. It waits while half the queue's
+    /// capacity is taken, so the other half stays free for what cannot wait
+    /// (fan-out, replies): a long stream to a slow client never gets that
+    /// client closed as a slow consumer by a broadcast. Returns
+    /// [`Delivery::Closed`] as soon as the connection closes, even while
+    /// waiting.
     pub async fn send_frame_waiting(&self, frame: Bytes) -> Delivery {
         if self.inner.outbound.push_waiting(frame).await {
             Delivery::Queued

@@ -100,8 +100,9 @@ pub use connection::{
 };
 pub use error::{BoxError, Error, Result};
 pub use hub::{
-    ArgumentError, CallContext, Client, Clients, DEFAULT_CLIENT_RESULT_TIMEOUT, FromArguments, Hub,
-    HubBuilder, HubContext, HubError, HubOptions, HubSession,
+    ArgumentError, CallContext, Client, Clients, DEFAULT_CLIENT_RESULT_TIMEOUT,
+    DEFAULT_MAX_QUEUED_INVOCATIONS, DEFAULT_MAX_STREAMS_PER_CONNECTION, FromArguments, Hub,
+    HubBuilder, HubContext, HubError, HubOptions, HubSession, HubStats,
 };
 pub use id::{ConnectionId, random_token};
 pub use manager::HubLifetimeManager;

@@ -50,7 +50,8 @@ pub(crate) struct Outbound {
     /// Wakes tasks in [`Outbound::closed`] when the connection closes, and
     /// tasks in [`Outbound::push_waiting`] when room is made or it closes.
     signal: Notify,
-    /// At most this many frames wait (at least 1).
+    /// At most this many frames wait (at least 1); producers that wait
+    /// for room stop at half of it (see [`Outbound::waiting_limit`]).
     capacity: usize,
 }
 
@@ -79,10 +80,10 @@ impl State {
         usize::from(self.head.is_some()) + self.rest.len()
     }
 
-    /// Whether `capacity` frames wait; an empty queue is never full
-    /// (capacity is at least 1), and is judged without reading `rest`.
-    fn is_full(&self, capacity: usize) -> bool {
-        self.head.is_some() && 1 + self.rest.len() >= capacity
+    /// Whether at least `n` frames wait (`n` is at least 1); an empty
+    /// queue is judged without reading `rest`.
+    fn holds(&self, n: usize) -> bool {
+        self.head.is_some() && 1 + self.rest.len() >= n
     }
 
     fn push(&mut self, frame: Bytes) {
@@ -125,7 +126,7 @@ impl Outbound {
             if self.closed.load(Ordering::Relaxed) || state.receiver_gone {
                 return Push::Closed;
             }
-            if state.is_full(self.capacity) {
+            if state.holds(self.capacity) {
                 return Push::Full;
             }
             state.push(frame);
@@ -138,10 +139,13 @@ impl Outbound {
         Push::Queued
     }
 
-    /// Queues `frame`, waiting for room while the queue is full. `false` if
-    /// the connection closes (or its receiver goes) first; the frame is then
+    /// Queues `frame` once fewer than [`Outbound::waiting_limit`] frames
+    /// wait, so a producer that waits (a stream) never takes the room that
+    /// fan-out and replies, which cannot wait, need. `false` if the
+    /// connection closes (or its receiver goes) first; the frame is then
     /// dropped. Cancel-safe: dropping the future leaves nothing behind.
     pub(crate) async fn push_waiting(&self, frame: Bytes) -> bool {
+        let limit = self.waiting_limit();
         let mut frame = Some(frame);
         loop {
             let mut notified = pin!(self.signal.notified());
@@ -153,7 +157,7 @@ impl Outbound {
                 if self.closed.load(Ordering::Relaxed) || state.receiver_gone {
                     return false;
                 }
-                if !state.is_full(self.capacity) {
+                if !state.holds(limit) {
                     if let Some(frame) = frame.take() {
                         state.push(frame);
                     }
@@ -176,6 +180,14 @@ impl Outbound {
                 }
             }
         }
+    }
+
+    /// How many queued frames make [`Outbound::push_waiting`] wait: half
+    /// the capacity (at least 1). The other half stays free for frames that
+    /// cannot wait, so a long stream to a slow reader never makes a
+    /// broadcast or a reply overflow the queue.
+    pub(crate) fn waiting_limit(&self) -> usize {
+        (self.capacity / 2).max(1)
     }
 
     /// Takes the oldest frame: `Ready(None)` once the connection is closed
@@ -311,6 +323,31 @@ mod tests {
         assert_eq!(queue.try_pop(), Some(frame("d")));
         assert_eq!(queue.try_pop(), None);
         assert!(pop_now(&queue).is_pending());
+    }
+
+    #[tokio::test]
+    async fn a_waiting_push_leaves_half_the_queue_to_pushes_that_cannot_wait() {
+        let queue = Arc::new(Outbound::new(4));
+        assert!(queue.push_waiting(frame("s1")).await);
+        assert!(queue.push_waiting(frame("s2")).await);
+        // Half full: the next waiting push waits...
+        let third = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.push_waiting(frame("s3")).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!third.is_finished());
+        // ...while pushes that cannot wait still find room.
+        assert_eq!(queue.try_push(frame("a")), Push::Queued);
+        assert_eq!(queue.try_push(frame("b")), Push::Queued);
+        assert_eq!(queue.try_push(frame("c")), Push::Full);
+        for expected in ["s1", "s2", "a"] {
+            assert_eq!(queue.try_pop(), Some(frame(expected)));
+        }
+        // One frame left: below the limit, so the waiting push goes in.
+        assert!(third.await.unwrap());
+        assert_eq!(queue.try_pop(), Some(frame("b")));
+        assert_eq!(queue.try_pop(), Some(frame("s3")));
     }
 
     #[test]

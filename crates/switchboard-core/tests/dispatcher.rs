@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -131,6 +132,13 @@ impl Client {
         let got = tokio::time::timeout(Duration::from_millis(200), self.outbound.recv()).await;
         assert!(got.is_err(), "unexpected frame: {got:?}");
     }
+}
+
+/// Runs `future`, failing the test if it takes longer than 5 s.
+async fn within<F: std::future::Future>(future: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(5), future)
+        .await
+        .expect("the operation did not finish in time")
 }
 
 async fn json_client(hub: &Hub) -> Client {
@@ -301,21 +309,71 @@ async fn cancel_invocation_stops_a_stream() {
     client.assert_nothing().await;
 }
 
+/// A hub whose `Track` method records how many of its calls run at once,
+/// holding each call for `ms` milliseconds.
+fn tracking_hub(max_parallel: usize, max_queued: usize) -> (Hub, Arc<AtomicUsize>) {
+    let peak = Arc::new(AtomicUsize::new(0));
+    let running = Arc::new(AtomicUsize::new(0));
+    let hub = Hub::builder()
+        .method("Track", {
+            let peak = peak.clone();
+            move |_ctx, (ms,): (u64,)| {
+                let (peak, running) = (peak.clone(), running.clone());
+                async move {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    Ok::<_, HubError>(ms)
+                }
+            }
+        })
+        .max_parallel_invocations(max_parallel)
+        .max_queued_invocations(max_queued)
+        .build(Arc::new(InMemoryHubLifetimeManager::new()));
+    (hub, peak)
+}
+
 #[tokio::test]
 async fn invocations_of_one_connection_run_one_at_a_time_by_default() {
-    let hub = hub();
+    let (hub, peak) = tracking_hub(1, 32);
     let mut client = json_client(&hub).await;
-    // The first holds the only slot for 300 ms; the second waits for it.
+    // The first holds the only slot; the others wait for it, in order.
     client
-        .invoke(Some("slow"), "Sleep", vec![client.arg(300)])
+        .invoke(Some("slow"), "Track", vec![client.arg(200)])
         .await;
-    let started = tokio::time::Instant::now();
-    client
-        .invoke(Some("fast"), "Sleep", vec![client.arg(0)])
-        .await;
-    assert!(started.elapsed() >= Duration::from_millis(200));
+    for i in 0..5 {
+        client
+            .invoke(Some(&format!("fast-{i}")), "Track", vec![client.arg(0)])
+            .await;
+    }
     assert_eq!(client.completion().await.0, "slow");
-    assert_eq!(client.completion().await.0, "fast");
+    for i in 0..5 {
+        assert_eq!(client.completion().await.0, format!("fast-{i}"));
+    }
+    assert_eq!(peak.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_full_invocation_queue_pauses_the_reader() {
+    let (hub, peak) = tracking_hub(1, 2);
+    let client = json_client(&hub).await;
+    // One runs, two wait: each of these returns at once.
+    for i in 0..3 {
+        within(client.invoke(Some(&format!("q{i}")), "Track", vec![client.arg(300)])).await;
+    }
+    // The fourth waits for room in the queue: handing it over does not
+    // complete while the first is still running.
+    let fourth = client.invoke(Some("q3"), "Track", vec![client.arg(0)]);
+    let mut fourth = std::pin::pin!(fourth);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), fourth.as_mut())
+            .await
+            .is_err(),
+        "a fourth invocation was taken while the queue was full"
+    );
+    within(fourth).await;
+    assert_eq!(peak.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
@@ -377,4 +435,299 @@ async fn close_unregisters_the_connection() {
     assert!(hub.manager().local_connection(&id).is_some());
     client.session.close(None).await;
     assert!(hub.manager().local_connection(&id).is_none());
+}
+
+#[tokio::test]
+async fn an_answer_to_the_caller_is_not_held_behind_a_waiting_invocation() {
+    // AskCaller holds the only slot until its caller answers; the caller
+    // has sent another invocation before answering.
+    let hub = Hub::builder()
+        .method("AskCaller", |ctx: CallContext, ()| async move {
+            let answer: String = ctx.caller().invoke("ask", ("name?",)).await?;
+            Ok::<_, HubError>(format!("got {answer}"))
+        })
+        .method("Add", |_ctx, (a, b): (i64, i64)| async move {
+            Ok::<_, HubError>(a + b)
+        })
+        .build(Arc::new(InMemoryHubLifetimeManager::new()));
+    let mut client = json_client(&hub).await;
+    within(client.invoke(Some("1"), "AskCaller", vec![])).await;
+    within(client.invoke(Some("2"), "Add", vec![client.arg(1), client.arg(2)])).await;
+    let HubMessage::Invocation(ask) = client.next().await else {
+        panic!("expected the server's invocation")
+    };
+    let id = ask.invocation_id.expect("an id to answer");
+    within(client.session.handle(HubMessage::Completion(
+        switchboard_core::protocol::Completion {
+            invocation_id: id,
+            outcome: Outcome::Value(client.arg("bob")),
+        },
+    )))
+    .await;
+    let (id, Outcome::Value(v)) = client.completion().await else {
+        panic!("expected a value")
+    };
+    assert_eq!(
+        (id.as_str(), v.deserialize::<String>().unwrap().as_str()),
+        ("1", "got bob")
+    );
+    let (id, Outcome::Value(v)) = client.completion().await else {
+        panic!("expected a value")
+    };
+    assert_eq!((id.as_str(), v.deserialize::<i64>().unwrap()), ("2", 3));
+}
+
+#[tokio::test]
+async fn streams_per_connection_are_bounded() {
+    let hub = Hub::builder()
+        .stream("Forever", |_ctx, ()| async move {
+            Ok(futures::stream::unfold(0u64, |i| async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Some((Ok::<_, HubError>(i), i + 1))
+            }))
+        })
+        .max_streams_per_connection(4)
+        .build(Arc::new(InMemoryHubLifetimeManager::new()));
+    // Room for every refusal: the test reads only after sending them all.
+    let mut client = Client::connect(
+        &hub,
+        ConnectionOptions::new(Protocol::Json).queue_capacity(20_000),
+    )
+    .await;
+    for i in 0..10_000 {
+        within(client.stream(&format!("s{i}"), "Forever", vec![])).await;
+    }
+    // Everything past the first four is refused at once.
+    let mut refused = 0;
+    while refused < 10_000 - 4 {
+        match client.next().await {
+            HubMessage::Completion(c) => {
+                let Outcome::Error(e) = c.outcome else {
+                    panic!("{c:?}")
+                };
+                assert_eq!(
+                    e,
+                    "The connection already has 4 streams running, the most allowed."
+                );
+                refused += 1;
+            }
+            HubMessage::StreamItem { invocation_id, .. } => {
+                assert!(["s0", "s1", "s2", "s3"].contains(&invocation_id.as_str()));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // A finished stream frees its slot.
+    client
+        .session
+        .handle(HubMessage::CancelInvocation {
+            invocation_id: "s0".into(),
+        })
+        .await;
+    loop {
+        match client.next().await {
+            HubMessage::Completion(c) if c.invocation_id == "s0" => break,
+            HubMessage::StreamItem { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    client.stream("again", "Forever", vec![]).await;
+    loop {
+        match client.next().await {
+            HubMessage::StreamItem { invocation_id, .. } if invocation_id == "again" => break,
+            HubMessage::StreamItem { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_method_gets_an_error_completion_and_frees_its_id() {
+    let hub = Hub::builder()
+        .method("Panic", |_ctx, ()| async move {
+            if true {
+                panic!("boom");
+            }
+            Ok::<_, HubError>(())
+        })
+        .method(
+            "PanicEarly",
+            |_ctx, ()| -> std::future::Ready<Result<(), HubError>> {
+                panic!("boom before the future")
+            },
+        )
+        .stream("PanicStream", |_ctx, ()| async move {
+            Ok(futures::StreamExt::map(futures::stream::iter(0..3), |i| {
+                if i == 2 {
+                    panic!("boom in the stream");
+                }
+                Ok::<_, HubError>(i)
+            }))
+        })
+        .build(Arc::new(InMemoryHubLifetimeManager::new()));
+    let mut client = json_client(&hub).await;
+    for _ in 0..2 {
+        // The same id twice: the first call freed it.
+        client.invoke(Some("1"), "Panic", vec![]).await;
+        assert_eq!(
+            client.completion().await,
+            (
+                "1".to_owned(),
+                Outcome::Error(
+                    "An unexpected error occurred invoking 'Panic' on the server.".into()
+                )
+            )
+        );
+    }
+    client.invoke(Some("2"), "PanicEarly", vec![]).await;
+    assert_eq!(
+        client.error().await,
+        "An unexpected error occurred invoking 'PanicEarly' on the server."
+    );
+    client.stream("3", "PanicStream", vec![]).await;
+    for _ in 0..2 {
+        assert!(matches!(client.next().await, HubMessage::StreamItem { .. }));
+    }
+    assert_eq!(
+        client.error().await,
+        "An unexpected error occurred invoking 'PanicStream' on the server."
+    );
+    assert_eq!(hub.stats().panics, 4);
+    // The connection goes on.
+    client.invoke(Some("1"), "Panic", vec![]).await;
+    assert!(client.error().await.contains("unexpected error"));
+}
+
+#[tokio::test]
+async fn a_unary_method_runs_to_completion_after_its_client_leaves() {
+    let finished = Arc::new(AtomicBool::new(false));
+    let saw_cancel = Arc::new(AtomicBool::new(false));
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let started_tx = Arc::new(parking_lot::Mutex::new(Some(started_tx)));
+    let hub = Hub::builder()
+        .method("Save", {
+            let (finished, saw_cancel) = (finished.clone(), saw_cancel.clone());
+            move |ctx: CallContext, ()| {
+                let (finished, saw_cancel) = (finished.clone(), saw_cancel.clone());
+                let started = started_tx.lock().take();
+                async move {
+                    if let Some(started) = started {
+                        let _ = started.send(());
+                    }
+                    // Still running when the client goes: it sees the
+                    // cancellation, and carries on to its end.
+                    ctx.cancelled().await;
+                    saw_cancel.store(true, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    finished.store(true, Ordering::SeqCst);
+                    Ok::<_, HubError>(())
+                }
+            }
+        })
+        .build(Arc::new(InMemoryHubLifetimeManager::new()));
+    let client = json_client(&hub).await;
+    client.invoke(Some("1"), "Save", vec![]).await;
+    within(started_rx).await.unwrap();
+    client.session.close(None).await;
+    within(async {
+        while !finished.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(saw_cancel.load(Ordering::SeqCst));
+}
+
+#[tokio::test]
+async fn a_cancelled_unary_invocation_still_answers() {
+    let hub = Hub::builder()
+        .method("Wait", |ctx: CallContext, ()| async move {
+            ctx.cancelled().await;
+            Ok::<_, HubError>("noticed")
+        })
+        .build(Arc::new(InMemoryHubLifetimeManager::new()));
+    let mut client = json_client(&hub).await;
+    client.invoke(Some("1"), "Wait", vec![]).await;
+    client
+        .session
+        .handle(HubMessage::CancelInvocation {
+            invocation_id: "1".into(),
+        })
+        .await;
+    let (id, Outcome::Value(v)) = client.completion().await else {
+        panic!("expected a value")
+    };
+    assert_eq!(
+        (id.as_str(), v.deserialize::<String>().unwrap().as_str()),
+        ("1", "noticed")
+    );
+}
+
+#[tokio::test]
+async fn a_long_stream_to_a_slow_reader_survives_broadcasts() {
+    let hub = Hub::builder()
+        .stream("Count", |_ctx, (n,): (u32,)| async move {
+            Ok(stream::iter((1..=n).map(Ok::<_, HubError>)))
+        })
+        .build(Arc::new(InMemoryHubLifetimeManager::new()));
+    let (connection, mut outbound) =
+        Connection::new(ConnectionOptions::new(Protocol::Json).queue_capacity(8));
+    let session = hub.connect(connection.clone()).await.unwrap();
+    session
+        .handle(HubMessage::StreamInvocation(Invocation {
+            invocation_id: Some("s".into()),
+            target: "Count".into(),
+            arguments: vec![Protocol::Json.encode_value(&1000).unwrap()],
+            stream_ids: vec![],
+        }))
+        .await;
+    // Everyone gets a broadcast every 10 ms while the stream runs.
+    let broadcasts = tokio::spawn({
+        let context = hub.context().clone();
+        async move {
+            let mut sent = 0u32;
+            loop {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                if context.all().send("tick", (sent,)).await.is_err() {
+                    break;
+                }
+                sent += 1;
+            }
+        }
+    });
+    // The reader takes 1 ms per frame.
+    let (mut items, mut ticks) = (0u32, 0u32);
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(20), outbound.recv())
+            .await
+            .expect("frames keep coming")
+            .expect("the connection stays open");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let mut buf = BytesMut::from(&frame[..]);
+        match Protocol::Json
+            .parse_message(&mut buf, usize::MAX)
+            .unwrap()
+            .unwrap()
+        {
+            HubMessage::StreamItem { item, .. } => {
+                items += 1;
+                assert_eq!(item.deserialize::<u32>().unwrap(), items);
+            }
+            HubMessage::Invocation(tick) => {
+                assert_eq!(tick.target, "tick");
+                assert_eq!(tick.arguments[0].deserialize::<u32>().unwrap(), ticks);
+                ticks += 1;
+            }
+            HubMessage::Completion(c) => {
+                assert_eq!(c.outcome, Outcome::Void);
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    broadcasts.abort();
+    assert_eq!(items, 1000);
+    assert!(ticks > 0, "no broadcast was interleaved");
+    assert!(!connection.is_closed(), "{:?}", connection.close_reason());
+    assert_eq!(hub.manager().stats().closed_slow, 0);
 }

@@ -73,6 +73,11 @@ fn test_hub(disconnects: Arc<Mutex<Vec<Option<String>>>>) -> Hub {
                 Ok(())
             },
         )
+        .method("Kick", |ctx: CallContext, (text,): (String,)| async move {
+            ctx.caller().send("bye", (text,)).await?;
+            ctx.connection().close("kicked");
+            Ok(())
+        })
         .stream("Count", |_ctx, (n,): (u32,)| async move {
             Ok(futures::stream::iter((1..=n).map(Ok::<_, HubError>)))
         })

@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
 
 use crate::ConnectionId;
 use crate::connection::Connection;
@@ -316,11 +317,58 @@ impl Client {
 pub struct CallContext {
     hub: HubContext,
     connection: Connection,
+    /// Cancelled when the call should stop early; see
+    /// [`CallContext::cancellation`].
+    cancel: CancellationToken,
 }
 
 impl CallContext {
-    pub(crate) fn new(hub: HubContext, connection: Connection) -> CallContext {
-        CallContext { hub, connection }
+    pub(crate) fn new(
+        hub: HubContext,
+        connection: Connection,
+        cancel: CancellationToken,
+    ) -> CallContext {
+        CallContext {
+            hub,
+            connection,
+            cancel,
+        }
+    }
+
+    /// Cancelled when the calling connection closes, and, for this call,
+    /// when the client sends a CancelInvocation for it.
+    ///
+    /// A streaming method is stopped (its stream dropped) when this fires.
+    /// A unary method is never stopped midway, as in SignalR: it runs to
+    /// completion, and can watch this token to give up early when its
+    /// caller is gone.
+    ///
+    /// ```
+    /// use switchboard_core::{CallContext, HubError};
+    ///
+    /// async fn long_report(ctx: CallContext) -> Result<u64, HubError> {
+    ///     let mut rows = 0;
+    ///     while rows < 1_000_000 {
+    ///         if ctx.is_cancelled() {
+    ///             return Err(HubError::new("the caller went away"));
+    ///         }
+    ///         rows += 1;
+    ///     }
+    ///     Ok(rows)
+    /// }
+    /// ```
+    pub fn cancellation(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    /// Whether [`CallContext::cancellation`] has fired.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Completes when [`CallContext::cancellation`] fires.
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await;
     }
 
     /// The hub.

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -110,11 +111,29 @@ pub struct HubOptions {
     pub protocols: Vec<Protocol>,
     /// Default timeout of client-result invocations. Default: 30 s.
     pub client_result_timeout: Option<Duration>,
-    /// How many invocations of one connection run at once; further
-    /// invocations wait (the connection's reader pauses). Default: 1, as in
-    /// SignalR. Completions for client results are never held back.
+    /// How many invocations of one connection run at once. Default: 1, as
+    /// in SignalR: a connection's invocations run one after the other, in
+    /// the order they arrived.
     pub max_parallel_invocations: usize,
+    /// How many further invocations of one connection may wait, in order,
+    /// for a free slot. While they wait the connection's reader goes on, so
+    /// the client's answers to client-result calls, its Pings and its
+    /// cancellations are never held behind them (a hub method may wait for
+    /// a result from its own caller). Only when this many are waiting does
+    /// the reader pause, which pushes back on a client that floods.
+    /// Default: 32.
+    pub max_queued_invocations: usize,
+    /// How many streaming invocations one connection may run at once. A
+    /// stream invocation beyond this is answered with an error Completion.
+    /// Default: 32.
+    pub max_streams_per_connection: usize,
 }
+
+/// The default of [`HubOptions::max_queued_invocations`].
+pub const DEFAULT_MAX_QUEUED_INVOCATIONS: usize = 32;
+
+/// The default of [`HubOptions::max_streams_per_connection`].
+pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: usize = 32;
 
 impl Default for HubOptions {
     fn default() -> Self {
@@ -122,8 +141,30 @@ impl Default for HubOptions {
             protocols: Protocol::ALL.to_vec(),
             client_result_timeout: Some(DEFAULT_CLIENT_RESULT_TIMEOUT),
             max_parallel_invocations: 1,
+            max_queued_invocations: DEFAULT_MAX_QUEUED_INVOCATIONS,
+            max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
         }
     }
+}
+
+/// Counters of a [`Hub`], read with [`Hub::stats`]. They only grow.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HubStats {
+    /// Hub methods, streams and hooks that panicked. A panicking method is
+    /// answered with an error Completion and its invocation id is freed; the
+    /// connection and the server go on.
+    pub panics: u64,
+    /// Completions from clients that were refused (unknown invocation id,
+    /// or an invocation of another connection).
+    pub refused_completions: u64,
+}
+
+/// The counters behind [`HubStats`].
+#[derive(Debug, Default)]
+struct HubCounters {
+    panics: AtomicU64,
+    refused_completions: AtomicU64,
 }
 
 /// A hub: named methods that clients invoke, over a lifetime manager.
@@ -162,6 +203,8 @@ struct HubInner {
     context: HubContext,
     /// Settings.
     options: HubOptions,
+    /// What went wrong in hub code and client requests, counted.
+    counters: HubCounters,
 }
 
 impl fmt::Debug for Hub {
@@ -204,6 +247,15 @@ impl Hub {
     /// Whether a method of that name is registered.
     pub fn has_method(&self, name: &str) -> bool {
         self.inner.methods.contains_key(name)
+    }
+
+    /// The hub's counters.
+    pub fn stats(&self) -> HubStats {
+        let c = &self.inner.counters;
+        HubStats {
+            panics: c.panics.load(Ordering::Relaxed),
+            refused_completions: c.refused_completions.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -333,6 +385,19 @@ impl HubBuilder {
         self
     }
 
+    /// Sets how many invocations of one connection may wait for a slot
+    /// before its reader pauses (see [`HubOptions::max_queued_invocations`]).
+    pub fn max_queued_invocations(mut self, n: usize) -> Self {
+        self.options.max_queued_invocations = n;
+        self
+    }
+
+    /// Sets how many streams one connection may run at once (at least 1).
+    pub fn max_streams_per_connection(mut self, n: usize) -> Self {
+        self.options.max_streams_per_connection = n.max(1);
+        self
+    }
+
     /// Builds the hub over `manager`.
     pub fn build(self, manager: Arc<dyn HubLifetimeManager>) -> Hub {
         let context = HubContext::with_options(
@@ -347,6 +412,7 @@ impl HubBuilder {
                 on_disconnected: self.on_disconnected,
                 context,
                 options: self.options,
+                counters: HubCounters::default(),
             }),
         }
     }

@@ -1,13 +1,19 @@
-use std::collections::HashMap;
+use std::any::Any;
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::panic::AssertUnwindSafe;
+use std::pin::pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
 use parking_lot::Mutex;
-use tokio::sync::Semaphore;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{CallContext, Hub, Method, Reply};
+use super::{ArgumentError, CallContext, Hub, HubError, Method, Reply};
 use crate::connection::{Connection, Delivery};
 use crate::error::Result;
 use crate::protocol::{Completion, HubMessage, Invocation, Outcome, Protocol, RawValue};
@@ -15,45 +21,192 @@ use crate::protocol::{Completion, HubMessage, Invocation, Outcome, Protocol, Raw
 /// One connected client of a [`Hub`]: the transport adapter feeds it the
 /// messages it decodes, and closes it when the client goes away.
 ///
-/// Invocations run as tasks, at most
-/// [`HubOptions::max_parallel_invocations`](super::HubOptions) at once per
-/// connection; [`HubSession::handle`] waits for a free slot, which pauses
-/// the connection's reader (back-pressure on a client that floods). Replies
-/// go into the connection's outbound queue.
-#[derive(Debug)]
+/// # How invocations run
+///
+/// - A unary invocation runs as a task once one of the connection's
+///   [`max_parallel_invocations`](super::HubOptions::max_parallel_invocations)
+///   slots is free; until then it waits in a short queue, in arrival order
+///   ([`max_queued_invocations`](super::HubOptions::max_queued_invocations)).
+///   [`HubSession::handle`] returns at once while there is room in the
+///   queue, so the client's Completions (answers to client-result calls),
+///   CancelInvocations and Pings behind a waiting invocation are handled
+///   without delay; only a full queue makes `handle` wait, which pauses the
+///   connection's reader and pushes back on a client that floods.
+/// - A unary method is never stopped midway: when the client disconnects
+///   (or cancels it), its [`CallContext::cancellation`] token fires and the
+///   method runs on to its end; its Completion is sent if the connection is
+///   still open.
+/// - A streaming invocation starts at once, up to
+///   [`max_streams_per_connection`](super::HubOptions::max_streams_per_connection)
+///   at a time (more are refused with an error Completion), and stops when
+///   the client cancels it or disconnects. Its items wait for the client to
+///   keep up (see [`Connection::send_frame_waiting`]).
+/// - A method, stream or hook that panics is answered with the error
+///   Completion "An unexpected error occurred invoking '…' on the server.",
+///   its invocation id is freed, the panic is logged and counted in
+///   [`HubStats::panics`](super::HubStats::panics); the connection goes on.
 pub struct HubSession {
     hub: Hub,
     connection: Connection,
-    /// Running invocations and streams by invocation id, so that a
-    /// CancelInvocation finds them.
+    state: Arc<SessionState>,
+}
+
+/// What a session shares with the tasks running its invocations.
+struct SessionState {
+    /// Invocation ids in use (running or queued invocations and streams),
+    /// with the token that cancels each, so that a CancelInvocation finds
+    /// it and a reused id is refused. Its own `Arc`, held by each
+    /// [`Tracked`] guard, so that a queued invocation never keeps the
+    /// state it is queued in alive.
     running: Arc<Mutex<HashMap<String, CancellationToken>>>,
-    /// Slots for concurrently running invocations.
-    permits: Arc<Semaphore>,
-    /// Cancelled when the session closes: every running invocation stops.
+    /// Free invocation slots and the invocations waiting for one. One lock
+    /// for both, so an invocation is never queued while a slot is free.
+    slots: Mutex<Slots>,
+    /// Notified when a slot frees or the queue shrinks.
+    room: Notify,
+    /// How many streams run now, bounded by
+    /// [`HubOptions::max_streams_per_connection`](super::HubOptions).
+    streams: AtomicUsize,
+    /// Cancelled when the session closes: streams stop, unary methods see
+    /// their token fire, queued invocations are dropped unstarted.
     closed: CancellationToken,
+}
+
+/// The invocation slots of one connection.
+struct Slots {
+    /// Slots not taken by a running invocation. Never above zero while
+    /// `queue` holds anything: a freed slot goes to the queue's head first.
+    free: usize,
+    /// Invocations waiting for a slot, oldest first.
+    queue: VecDeque<Ready>,
+}
+
+/// A unary invocation bound to its arguments, ready to run.
+struct Ready {
+    /// The method's name, for errors and logs.
+    target: String,
+    /// Where the Completion goes; `None` for a non-blocking invocation.
+    invocation_id: Option<String>,
+    /// The method's future.
+    future: BoxFuture<'static, Reply>,
+    /// Keeps the invocation id in use until the invocation ends.
+    tracked: Option<Tracked>,
+}
+
+/// Holds an invocation id in [`SessionState::running`] until dropped.
+struct Tracked {
+    running: Arc<Mutex<HashMap<String, CancellationToken>>>,
+    id: String,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.running.lock().remove(&self.id);
+    }
+}
+
+/// Holds one of the connection's stream slots until dropped.
+struct StreamSlot(Arc<SessionState>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl fmt::Debug for HubSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (free, queued) = {
+            let slots = self.state.slots.lock();
+            (slots.free, slots.queue.len())
+        };
+        f.debug_struct("HubSession")
+            .field("connection", &self.connection)
+            .field("running", &self.state.running.lock().len())
+            .field("free_slots", &free)
+            .field("queued", &queued)
+            .field("streams", &self.state.streams.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+/// The error text a client gets when the method it invoked panicked (the
+/// wording of SignalR without detailed errors: the panic's own message
+/// stays in the server's log).
+fn unexpected_error(target: &str) -> String {
+    format!("An unexpected error occurred invoking '{target}' on the server.")
 }
 
 impl Hub {
     /// Registers `connection` with the lifetime manager, runs the hub's
     /// connect hook, and returns the session that dispatches its messages.
+    ///
+    /// A connect hook that panics closes the connection with an error (the
+    /// session is still returned, for the transport to wind down).
     pub async fn connect(&self, connection: Connection) -> Result<HubSession> {
         self.manager().on_connected(connection.clone()).await?;
-        if let Some(hook) = &self.inner.on_connected {
-            hook(
-                CallContext::new(self.context().clone(), connection.clone()),
-                None,
-            )
-            .await;
-        }
-        Ok(HubSession {
+        let options = &self.inner.options;
+        let session = HubSession {
             hub: self.clone(),
-            permits: Arc::new(Semaphore::new(
-                self.inner.options.max_parallel_invocations.max(1),
-            )),
+            state: Arc::new(SessionState {
+                running: Arc::new(Mutex::new(HashMap::new())),
+                slots: Mutex::new(Slots {
+                    free: options.max_parallel_invocations.max(1),
+                    queue: VecDeque::new(),
+                }),
+                room: Notify::new(),
+                streams: AtomicUsize::new(0),
+                closed: CancellationToken::new(),
+            }),
             connection,
-            running: Arc::new(Mutex::new(HashMap::new())),
-            closed: CancellationToken::new(),
-        })
+        };
+        if let Some(hook) = &self.inner.on_connected {
+            let ctx = session.call_context(session.state.closed.child_token());
+            if !self
+                .run_hook("on_connected", &session.connection, || hook(ctx, None))
+                .await
+            {
+                session
+                    .connection
+                    .close("An unexpected error occurred in the connect hook.");
+            }
+        }
+        Ok(session)
+    }
+
+    /// Runs a connect or disconnect hook, catching a panic; `false` if it
+    /// panicked.
+    async fn run_hook(
+        &self,
+        name: &str,
+        connection: &Connection,
+        hook: impl FnOnce() -> BoxFuture<'static, ()>,
+    ) -> bool {
+        let future = match std::panic::catch_unwind(AssertUnwindSafe(hook)) {
+            Ok(future) => future,
+            Err(panic) => {
+                self.record_panic(name, connection, panic.as_ref());
+                return false;
+            }
+        };
+        match AssertUnwindSafe(future).catch_unwind().await {
+            Ok(()) => true,
+            Err(panic) => {
+                self.record_panic(name, connection, panic.as_ref());
+                false
+            }
+        }
+    }
+
+    /// Counts and logs a panic in hub code.
+    fn record_panic(&self, what: &str, connection: &Connection, panic: &(dyn Any + Send)) {
+        self.inner.counters.panics.fetch_add(1, Ordering::Relaxed);
+        let message = panic
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(a non-text panic payload)");
+        tracing::error!(connection_id = %connection.id(), method = what, panic = message, "hub code panicked");
     }
 }
 
@@ -74,14 +227,16 @@ impl HubSession {
     /// a method that fails) are answered with a Completion error when the
     /// invocation has an id, and logged otherwise; they never fail the
     /// session. Ping and Close are the transport's business and ignored
-    /// here.
+    /// here. Returns at once, except for an invocation arriving while the
+    /// connection's queue of waiting invocations is full (see the type's
+    /// documentation); cancel-safe.
     pub async fn handle(&self, message: HubMessage) {
         match message {
             HubMessage::Invocation(invocation) => self.invoke(invocation).await,
             HubMessage::StreamInvocation(invocation) => self.start_stream(invocation),
             HubMessage::Completion(completion) => self.complete(completion).await,
             HubMessage::CancelInvocation { invocation_id } => {
-                if let Some(token) = self.running.lock().get(&invocation_id) {
+                if let Some(token) = self.state.running.lock().get(&invocation_id) {
                     token.cancel();
                 }
             }
@@ -92,10 +247,15 @@ impl HubSession {
         }
     }
 
-    /// Stops the running invocations, unregisters the connection from the
-    /// lifetime manager, and runs the hub's disconnect hook with `error`.
+    /// Stops the streams, drops the invocations still waiting for a slot,
+    /// fires the running methods' cancellation tokens, unregisters the
+    /// connection from the lifetime manager, and runs the hub's disconnect
+    /// hook with `error`.
     pub async fn close(self, error: Option<String>) {
-        self.closed.cancel();
+        self.state.closed.cancel();
+        let unstarted = std::mem::take(&mut self.state.slots.lock().queue);
+        // Dropped outside the lock: the futures may hold anything.
+        drop(unstarted);
         if let Err(e) = self
             .hub
             .manager()
@@ -105,12 +265,15 @@ impl HubSession {
             tracing::warn!(connection_id = %self.connection.id(), error = %e, "unregistering the connection failed");
         }
         if let Some(hook) = &self.hub.inner.on_disconnected {
-            hook(self.call_context(), error).await;
+            let ctx = self.call_context(self.state.closed.clone());
+            self.hub
+                .run_hook("on_disconnected", &self.connection, || hook(ctx, error))
+                .await;
         }
     }
 
-    fn call_context(&self) -> CallContext {
-        CallContext::new(self.hub.context().clone(), self.connection.clone())
+    fn call_context(&self, cancel: CancellationToken) -> CallContext {
+        CallContext::new(self.hub.context().clone(), self.connection.clone(), cancel)
     }
 
     fn protocol(&self) -> Protocol {
@@ -135,18 +298,42 @@ impl HubSession {
         }
     }
 
-    /// Registers a running invocation so that it can be cancelled; `None`
-    /// if the id is already running (a protocol error by the client).
-    fn track(&self, invocation_id: Option<&str>) -> Option<CancellationToken> {
-        let token = self.closed.child_token();
-        if let Some(id) = invocation_id {
-            let mut running = self.running.lock();
-            if running.contains_key(id) {
-                return None;
-            }
-            running.insert(id.to_owned(), token.clone());
+    /// Takes an invocation id and makes the token that cancels it; `None` if
+    /// the id is already in use (a protocol error by the client). Without
+    /// an id, only the token.
+    fn track(&self, invocation_id: Option<&str>) -> Option<(CancellationToken, Option<Tracked>)> {
+        let token = self.state.closed.child_token();
+        let Some(id) = invocation_id else {
+            return Some((token, None));
+        };
+        let mut running = self.state.running.lock();
+        if running.contains_key(id) {
+            return None;
         }
-        Some(token)
+        running.insert(id.to_owned(), token.clone());
+        let tracked = Tracked {
+            running: self.state.running.clone(),
+            id: id.to_owned(),
+        };
+        Some((token, Some(tracked)))
+    }
+
+    /// Calls a method's binder (argument conversion, then the application's
+    /// function, which returns the future), catching a panic in it.
+    fn bind<F>(
+        &self,
+        target: &str,
+        bind: impl FnOnce() -> std::result::Result<F, ArgumentError>,
+    ) -> std::result::Result<F, String> {
+        match std::panic::catch_unwind(AssertUnwindSafe(bind)) {
+            Ok(Ok(future)) => Ok(future),
+            Ok(Err(e)) => Err(format!("Failed to invoke '{target}': {e}")),
+            Err(panic) => {
+                self.hub
+                    .record_panic(target, &self.connection, panic.as_ref());
+                Err(unexpected_error(target))
+            }
+        }
     }
 
     async fn invoke(&self, invocation: Invocation) {
@@ -170,14 +357,7 @@ impl HubSession {
             }
             Some(Method::Unary(method)) => method,
         };
-        let future = match method(self.call_context(), &arguments) {
-            Ok(future) => future,
-            Err(e) => return self.reply_error(id, &format!("Failed to invoke '{target}': {e}")),
-        };
-        let Ok(permit) = self.permits.clone().acquire_owned().await else {
-            return;
-        };
-        let Some(token) = self.track(id) else {
+        let Some((token, tracked)) = self.track(id) else {
             return self.reply_error(
                 id,
                 &format!(
@@ -186,26 +366,55 @@ impl HubSession {
                 ),
             );
         };
-        let connection = self.connection.clone();
-        let running = self.running.clone();
-        let closed = self.closed.clone();
-        tokio::spawn(async move {
-            let reply: Option<Reply> = tokio::select! {
-                reply = future => Some(reply),
-                () = token.cancelled() => if closed.is_cancelled() {
-                    None
-                } else {
-                    Some(Err("Invocation canceled by the client.".into()))
-                },
-            };
-            drop(permit);
-            let Some(id) = invocation_id else { return };
-            running.lock().remove(&id);
-            if let Some(reply) = reply {
-                let frame = completion_frame(connection.protocol(), &id, reply);
-                let _ = connection.send_frame(frame);
+        let ctx = self.call_context(token);
+        let future = match self.bind(&target, || method(ctx, &arguments)) {
+            Ok(future) => future,
+            Err(error) => return self.reply_error(id, &error),
+        };
+        self.enqueue(Ready {
+            target,
+            invocation_id,
+            future,
+            tracked,
+        })
+        .await;
+    }
+
+    /// Starts `ready` if a slot is free, else queues it; waits only while
+    /// the queue is full. Dropping the future drops the invocation.
+    async fn enqueue(&self, ready: Ready) {
+        let limit = self.hub.inner.options.max_queued_invocations;
+        loop {
+            let mut room = pin!(self.state.room.notified());
+            // Registered before the slots are looked at, so room made after
+            // the look is not missed.
+            room.as_mut().enable();
+            if self.state.closed.is_cancelled() {
+                return;
             }
-        });
+            {
+                let mut slots = self.state.slots.lock();
+                if slots.free > 0 {
+                    slots.free -= 1;
+                    drop(slots);
+                    tokio::spawn(run_invocations(
+                        self.hub.clone(),
+                        self.connection.clone(),
+                        self.state.clone(),
+                        ready,
+                    ));
+                    return;
+                }
+                if slots.queue.len() < limit {
+                    slots.queue.push_back(ready);
+                    return;
+                }
+            }
+            tokio::select! {
+                () = room => {}
+                () = self.state.closed.cancelled() => return,
+            }
+        }
     }
 
     fn start_stream(&self, invocation: Invocation) {
@@ -230,29 +439,42 @@ impl HubSession {
             }
             Some(Method::Stream(method)) => method,
         };
-        let future = match method(self.call_context(), &arguments) {
-            Ok(future) => future,
-            Err(e) => {
-                return self.reply_error(Some(&id), &format!("Failed to invoke '{target}': {e}"));
-            }
-        };
-        let Some(token) = self.track(Some(&id)) else {
+        let Some((token, tracked)) = self.track(Some(&id)) else {
             return self.reply_error(
                 Some(&id),
                 &format!("Invocation ID '{id}' is already in use."),
             );
         };
+        let limit = self.hub.inner.options.max_streams_per_connection.max(1);
+        if self.state.streams.fetch_add(1, Ordering::Relaxed) >= limit {
+            self.state.streams.fetch_sub(1, Ordering::Relaxed);
+            return self.reply_error(
+                Some(&id),
+                &format!("The connection already has {limit} streams running, the most allowed."),
+            );
+        }
+        let slot = StreamSlot(self.state.clone());
+        let ctx = self.call_context(token.clone());
+        let future = match self.bind(&target, || method(ctx, &arguments)) {
+            Ok(future) => future,
+            Err(error) => return self.reply_error(Some(&id), &error),
+        };
+        let hub = self.hub.clone();
         let connection = self.connection.clone();
-        let running = self.running.clone();
         tokio::spawn(async move {
             let protocol = connection.protocol();
+            let run = AssertUnwindSafe(run_stream(&connection, &id, future)).catch_unwind();
             let outcome = tokio::select! {
-                outcome = run_stream(&connection, &id, future) => outcome,
+                outcome = run => outcome.unwrap_or_else(|panic| {
+                    hub.record_panic(&target, &connection, panic.as_ref());
+                    Outcome::Error(unexpected_error(&target))
+                }),
                 // Cancelled by the client (or the session closed): end
                 // quietly, as a completion without error.
                 () = token.cancelled() => Outcome::Void,
             };
-            running.lock().remove(&id);
+            drop(slot);
+            drop(tracked);
             if !connection.is_closed() {
                 let frame = match outcome {
                     Outcome::Error(error) => protocol.write_completion_error(&id, &error),
@@ -271,7 +493,77 @@ impl HubSession {
             .set_connection_result(self.connection.id(), completion)
             .await
         {
-            tracing::warn!(connection_id = %self.connection.id(), %invocation_id, error = %e, "completion refused");
+            // A client can send any number of bogus Completions: warn once
+            // per 1024, keep the rest at debug.
+            let refused = self
+                .hub
+                .inner
+                .counters
+                .refused_completions
+                .fetch_add(1, Ordering::Relaxed)
+                + 1;
+            if refused % 1024 == 1 {
+                tracing::warn!(connection_id = %self.connection.id(), %invocation_id, error = %e, refused, "completion refused (warned once per 1024)");
+            } else {
+                tracing::debug!(connection_id = %self.connection.id(), %invocation_id, error = %e, "completion refused");
+            }
+        }
+    }
+}
+
+impl Drop for HubSession {
+    fn drop(&mut self) {
+        // A session dropped without `close` still stops its streams and
+        // lets go of what it queued.
+        self.state.closed.cancel();
+        let unstarted = std::mem::take(&mut self.state.slots.lock().queue);
+        drop(unstarted);
+    }
+}
+
+/// Runs `first`, then whatever waits in the queue, in order, on the one
+/// slot `first` holds; frees the slot when the queue is empty.
+async fn run_invocations(hub: Hub, connection: Connection, state: Arc<SessionState>, first: Ready) {
+    let mut next = Some(first);
+    while let Some(ready) = next {
+        run_unary(&hub, &connection, ready).await;
+        next = {
+            let mut slots = state.slots.lock();
+            let next = slots.queue.pop_front();
+            if next.is_none() {
+                slots.free += 1;
+            }
+            next
+        };
+        state.room.notify_waiters();
+    }
+}
+
+/// Runs one unary method to its end and sends its Completion.
+async fn run_unary(hub: &Hub, connection: &Connection, ready: Ready) {
+    let Ready {
+        target,
+        invocation_id,
+        future,
+        tracked,
+    } = ready;
+    let reply = AssertUnwindSafe(future)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            hub.record_panic(&target, connection, panic.as_ref());
+            Err(HubError::new(unexpected_error(&target)))
+        });
+    // The id is free again before the client learns the call is over.
+    drop(tracked);
+    match invocation_id {
+        Some(id) => {
+            let _ = connection.send_frame(completion_frame(connection.protocol(), &id, reply));
+        }
+        None => {
+            if let Err(e) = reply {
+                tracing::debug!(connection_id = %connection.id(), method = %target, error = %e, "failed non-blocking invocation");
+            }
         }
     }
 }
@@ -280,9 +572,9 @@ impl HubSession {
 async fn run_stream(
     connection: &Connection,
     id: &str,
-    future: futures::future::BoxFuture<
+    future: BoxFuture<
         'static,
-        Result<futures::stream::BoxStream<'static, Reply>, super::HubError>,
+        std::result::Result<futures::stream::BoxStream<'static, Reply>, HubError>,
     >,
 ) -> Outcome {
     let mut items = match future.await {
@@ -304,7 +596,8 @@ async fn run_stream(
             Err(e) => return Outcome::Error(format!("A stream item could not be written: {e}")),
         };
         // A stream produces for this one client: it waits for the client
-        // to keep up rather than overflowing its queue.
+        // to keep up rather than overflowing its queue, and leaves part of
+        // the queue free for everything else sent to the connection.
         match connection.send_frame_waiting(frame).await {
             Delivery::Queued => {}
             // The connection is going away: stop producing.
