@@ -10,6 +10,7 @@
 
 pub mod bench;
 pub mod conformance;
+pub mod logs;
 pub mod node;
 pub mod redis_process;
 

@@ -196,3 +196,61 @@ async fn tls_with_a_private_ca() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The Redis password appears in no log line and no `Debug` or error text,
+/// whether the connection succeeds, is refused for a wrong password, or
+/// cannot reach the server. A current-thread runtime, so that the Redis
+/// client's tasks log on the capturing thread.
+#[tokio::test]
+async fn passwords_never_reach_logs_or_debug_output() {
+    use switchboard_tests::logs::CapturedLogs;
+    let (logs, _guard) = CapturedLogs::start();
+    let redis = RedisProcess::start_with(
+        [
+            "--user",
+            "default",
+            "off",
+            "--user",
+            "switchboard",
+            "on",
+            ">s3cret-right",
+            "~*",
+            "&*",
+            "+@all",
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
+    let port = redis.port();
+    let secrets = ["s3cret-right", "s3cret-wrong"];
+    let mut shown = Vec::new();
+
+    let options = RedisOptions::new(format!("redis://switchboard:s3cret-right@127.0.0.1:{port}"))
+        .hub("secrets");
+    shown.push(format!("{options:?}"));
+    let manager = RedisHubLifetimeManager::connect(options).await.unwrap();
+    shown.push(format!("{manager:?}"));
+    manager.shutdown().await;
+
+    for url in [
+        format!("redis://switchboard:s3cret-wrong@127.0.0.1:{port}"),
+        format!("redis://switchboard:s3cret-wrong@127.0.0.1:{}", free_port()),
+        "redis://switchboard:s3cret-wrong@".to_owned(),
+    ] {
+        let (result, _) = connect(RedisOptions::new(url)).await;
+        let error = result.expect_err("a wrong password or no server must fail");
+        shown.push(format!("{error:?}"));
+        shown.push(error.to_string());
+    }
+    assert!(
+        logs.text().contains("cannot connect to Redis"),
+        "the failures were not logged:\n{}",
+        logs.text()
+    );
+    for secret in secrets {
+        logs.assert_absent(secret);
+        for text in &shown {
+            assert!(!text.contains(secret), "a secret in {text}");
+        }
+    }
+}

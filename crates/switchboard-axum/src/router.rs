@@ -123,7 +123,9 @@ async fn authenticate(shared: &Shared, parts: &Parts) -> Result<Option<String>, 
         return Ok(None);
     };
     authenticator.authenticate(parts).await.map_err(|rejection| {
-        tracing::debug!(uri = %parts.uri, status = %rejection.status(), reason = rejection.message(), "request refused by the authenticator");
+        // The path only: the query may carry an access token and the
+        // connection token, which never reach a log.
+        tracing::debug!(path = parts.uri.path(), status = %rejection.status(), reason = rejection.message(), "request refused by the authenticator");
         rejection.into_response()
     })
 }

@@ -1,6 +1,7 @@
 //! Connection tokens handed out by negotiate, until a WebSocket uses them.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,8 +36,9 @@ pub(crate) enum Claim {
 ///
 /// A cheap-to-clone handle. One `parking_lot` mutex guards both sets:
 /// every operation is a few map operations, never held across `.await`, so
-/// a plain lock is cheaper than anything finer-grained.
-#[derive(Debug, Clone)]
+/// a plain lock is cheaper than anything finer-grained. `Debug` shows
+/// counts only: the tokens are secrets.
+#[derive(Clone)]
 pub(crate) struct Tokens {
     inner: Arc<Mutex<State>>,
     /// Tokens older than this are no longer accepted.
@@ -45,7 +47,7 @@ pub(crate) struct Tokens {
     capacity: usize,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct State {
     /// Issued and not yet used, by token.
     pending: HashMap<String, Pending>,
@@ -137,10 +139,28 @@ impl Tokens {
 
 /// Marks a token in use while it lives; dropping it frees the token for
 /// good (it is not pending again, so a later socket gets 404).
-#[derive(Debug)]
 pub(crate) struct LiveGuard {
     tokens: Arc<Mutex<State>>,
     token: String,
+}
+
+/// Tokens are secrets: `Debug` never shows one.
+impl fmt::Debug for LiveGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LiveGuard").finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.inner.lock();
+        f.debug_struct("Tokens")
+            .field("pending", &state.pending.len())
+            .field("live", &state.live.len())
+            .field("lifetime", &self.lifetime)
+            .field("capacity", &self.capacity)
+            .finish()
+    }
 }
 
 impl Drop for LiveGuard {
@@ -200,5 +220,19 @@ mod tests {
         assert!(matches!(tokens.claim("t0", None), Claim::Unknown));
         assert!(matches!(tokens.claim("t1", None), Claim::Unknown));
         assert!(matches!(tokens.claim("t4", None), Claim::Granted(..)));
+    }
+
+    #[test]
+    fn debug_never_shows_a_token() {
+        let tokens = Tokens::new(Duration::from_secs(60), 10);
+        tokens.insert("pending-secret".into(), id("a"), None);
+        tokens.insert("live-secret".into(), id("b"), None);
+        let Claim::Granted(_, guard) = tokens.claim("live-secret", None) else {
+            panic!("the token was not granted")
+        };
+        for shown in [format!("{tokens:?}"), format!("{guard:?}")] {
+            assert!(!shown.contains("secret"), "{shown}");
+        }
+        assert!(format!("{tokens:?}").contains("pending: 1"));
     }
 }

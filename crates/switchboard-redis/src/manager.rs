@@ -23,7 +23,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::options::RedisOptions;
+use crate::options::{RedisOptions, redacted};
 use crate::subscriptions::{Op, Subscriptions, applied};
 
 /// How many group commands from other servers may wait to be applied.
@@ -378,16 +378,6 @@ async fn start_client<C: ClientLike>(client: &C, options: &RedisOptions) -> Resu
                 None,
             ))
         }
-    }
-}
-
-/// The URL without its password, for logs.
-fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_owned(),
     }
 }
 

@@ -1,3 +1,4 @@
+use std::fmt;
 use std::time::Duration;
 
 use switchboard_protocol::DEFAULT_MAX_ENVELOPE_SIZE;
@@ -14,7 +15,9 @@ use switchboard_protocol::DEFAULT_MAX_ENVELOPE_SIZE;
 ///     .ack_timeout(Duration::from_secs(5));
 /// assert_eq!(options.hub_name(), "chat");
 /// ```
-#[derive(Debug, Clone)]
+///
+/// `Debug` never shows the password of the URL.
+#[derive(Clone)]
 pub struct RedisOptions {
     pub(crate) url: String,
     pub(crate) prefix: String,
@@ -128,5 +131,56 @@ impl RedisOptions {
     pub fn tls_root_certificates(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.tls_roots_pem = Some(pem.into());
         self
+    }
+}
+
+impl fmt::Debug for RedisOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisOptions")
+            .field("url", &redacted(&self.url))
+            .field("prefix", &self.prefix)
+            .field("hub", &self.hub)
+            .field("server_name", &self.server_name)
+            .field("ack_timeout", &self.ack_timeout)
+            .field("publish_timeout", &self.publish_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("reconnect_max_delay", &self.reconnect_max_delay)
+            .field("message_capacity", &self.message_capacity)
+            .field("max_envelope_size", &self.max_envelope_size)
+            .field(
+                "tls_root_certificates",
+                &self.tls_roots_pem.as_ref().map(|pem| pem.len()),
+            )
+            .finish()
+    }
+}
+
+/// `url` with the credentials before its `@` replaced by `***`, for logs,
+/// errors and `Debug`.
+pub(crate) fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_the_password() {
+        for url in [
+            "redis://switchboard:s3cret@127.0.0.1:6379/0",
+            "rediss://:s3cret@redis.example:6380",
+            "redis://user:pa@ss:s3cret@host",
+        ] {
+            let shown = format!("{:?}", RedisOptions::new(url));
+            assert!(!shown.contains("s3cret"), "{shown}");
+            assert!(shown.contains("***@"), "{shown}");
+        }
+        assert_eq!(redacted("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
     }
 }

@@ -1,0 +1,82 @@
+//! Access tokens and connection tokens never reach a log line.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod common;
+
+use axum::http::request::Parts;
+use common::TestServer;
+use switchboard_axum::{AuthRejection, SignalROptions};
+use switchboard_tests::logs::CapturedLogs;
+
+const ACCESS_TOKEN: &str = "hunter2-access-token";
+
+/// Accepts only requests carrying the right access token, as a bearer
+/// token authenticator would.
+fn bearer(request: &Parts) -> Result<Option<String>, AuthRejection> {
+    let query = request.uri.query().unwrap_or_default();
+    if query.contains(&format!("access_token={ACCESS_TOKEN}")) {
+        Ok(Some("alice".to_owned()))
+    } else {
+        Err(AuthRejection::new("bad token"))
+    }
+}
+
+// A current-thread runtime: the server's tasks log on the capturing thread.
+#[tokio::test]
+async fn tokens_in_urls_never_reach_the_log() {
+    let (logs, _guard) = CapturedLogs::start();
+    let server = TestServer::start(SignalROptions::default().authenticator(bearer)).await;
+
+    // Refused: a wrong access token and a stolen connection token in the URL.
+    let (status, _) = server
+        .http(
+            "POST",
+            "/hub/negotiate?negotiateVersion=1&access_token=wrong-access-token",
+        )
+        .await;
+    assert_eq!(status, 401);
+    let body = server
+        .negotiate(&format!("?negotiateVersion=1&access_token={ACCESS_TOKEN}"))
+        .await;
+    let token = body["connectionToken"].as_str().unwrap().to_owned();
+    assert_eq!(
+        server
+            .try_connect(&format!("?id={token}&access_token=wrong-access-token"))
+            .await
+            .err(),
+        Some(401)
+    );
+
+    // Accepted, then refused for reuse while in use, then unknown.
+    let mut client = server
+        .connect(&format!("?id={token}&access_token={ACCESS_TOKEN}"))
+        .await;
+    client.handshake_ok("json").await;
+    assert_eq!(
+        server
+            .try_connect(&format!("?id={token}&access_token={ACCESS_TOKEN}"))
+            .await
+            .err(),
+        Some(409)
+    );
+    client.close().await;
+    server.wait_for_disconnects(1).await;
+    let unknown = "an-unknown-connection-token";
+    assert_eq!(
+        server
+            .try_connect(&format!("?id={unknown}&access_token={ACCESS_TOKEN}"))
+            .await
+            .err(),
+        Some(404)
+    );
+
+    let text = logs.text();
+    assert!(
+        text.contains("request refused by the authenticator"),
+        "the refusals were not logged at all:\n{text}"
+    );
+    for secret in [ACCESS_TOKEN, "wrong-access-token", &token, unknown] {
+        logs.assert_absent(secret);
+    }
+}
