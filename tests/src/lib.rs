@@ -12,6 +12,7 @@ pub mod bench;
 pub mod conformance;
 pub mod logs;
 pub mod node;
+pub mod proxy;
 pub mod redis_process;
 
 use std::sync::Arc;

@@ -103,7 +103,10 @@ async fn garbage_on_every_channel_is_dropped_and_counted() {
                 connection_id: client_id.clone(),
             }))
         } else {
-            wire::encode_body(wire::Body::Ack(wire::Ack { id: 7, error: None }))
+            wire::encode_body(wire::Body::Ack(wire::Ack {
+                id: 7,
+                ..wire::Ack::default()
+            }))
         }
     };
     let truncated = valid_invocation.slice(..valid_invocation.len() - 3);

@@ -173,18 +173,19 @@ impl HubLifetimeManager for InMemoryHubLifetimeManager {
         message: &SerializedMessage,
         options: InvokeOptions,
     ) -> Result<ClientResponse> {
-        let connection =
-            self.inner
-                .store
-                .get(connection_id)
-                .ok_or_else(|| Error::ConnectionNotFound {
-                    connection_id: connection_id.to_owned(),
-                })?;
         let (tx, rx) = oneshot::channel();
+        // Recorded before the connection is looked up: a disconnect that
+        // removes the connection after the look-up then finds the entry
+        // and fails it; one before the look-up makes the look-up fail.
         self.inner
             .pending
-            .insert(invocation_id, connection.id().clone(), tx)?;
+            .insert(invocation_id, ConnectionId::from(connection_id), tx)?;
         let _cleanup = self.inner.pending.remove_on_drop(invocation_id);
+        let Some(connection) = self.inner.store.get(connection_id) else {
+            return Err(Error::ConnectionNotFound {
+                connection_id: connection_id.to_owned(),
+            });
+        };
         self.inner.store.record(connection.deliver(message));
         wait_for_response(rx, connection_id, &options).await
     }
@@ -210,6 +211,7 @@ impl HubLifetimeManager for InMemoryHubLifetimeManager {
     fn stats(&self) -> ManagerStats {
         let mut stats = ManagerStats::default();
         self.inner.store.fill_stats(&mut stats);
+        stats.pending_client_results = self.inner.pending.len();
         stats
     }
 }

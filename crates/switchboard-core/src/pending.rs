@@ -156,10 +156,22 @@ impl<W> PendingInvocations<W> {
 
     /// Removes and returns every invocation of a connection.
     pub fn take_connection(&self, connection_id: &str) -> Vec<(String, W)> {
+        self.take_matching(|owner, _| owner.as_str() == connection_id)
+    }
+
+    /// Removes and returns every invocation whose waiter matches.
+    pub fn take_where(&self, mut matches: impl FnMut(&W) -> bool) -> Vec<(String, W)> {
+        self.take_matching(|_, waiter| matches(waiter))
+    }
+
+    fn take_matching(
+        &self,
+        mut matches: impl FnMut(&ConnectionId, &W) -> bool,
+    ) -> Vec<(String, W)> {
         let mut entries = self.entries.lock();
         let ids: Vec<String> = entries
             .iter()
-            .filter(|(_, (owner, _))| owner.as_str() == connection_id)
+            .filter(|(_, (owner, waiter))| matches(owner, waiter))
             .map(|(id, _)| id.clone())
             .collect();
         ids.into_iter()

@@ -5,8 +5,8 @@ use crate::connection::Delivery;
 /// Counters a lifetime manager keeps, as read by
 /// [`HubLifetimeManager::stats`](crate::HubLifetimeManager::stats).
 ///
-/// Counters only grow. Backplane counters stay zero for managers without a
-/// backplane.
+/// Counters only grow; the fields marked as gauges go up and down.
+/// Backplane counters stay zero for managers without a backplane.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ManagerStats {
@@ -36,6 +36,14 @@ pub struct ManagerStats {
     pub backplane_lagged: u64,
     /// Publishes that failed (backplane unavailable or erroring).
     pub backplane_publish_errors: u64,
+    /// Client-result invocations started on this server that wait for
+    /// their answer now (a gauge).
+    pub pending_client_results: usize,
+    /// Client-result invocations of this server's connections, started on
+    /// other servers, whose answer this server must forward (a gauge). It
+    /// returns to zero as the clients answer, disconnect, or the callers
+    /// give up.
+    pub forwarded_client_results: usize,
 }
 
 /// Delivery counters, updated without locks from fan-out.

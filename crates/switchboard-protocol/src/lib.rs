@@ -73,12 +73,13 @@ mod generated {
     include!(concat!(env!("OUT_DIR"), "/switchboard.backplane.v1.rs"));
 }
 
+pub use generated::ack::Failure;
 pub use generated::client_result::Outcome;
 pub use generated::envelope::Body;
 pub use generated::group_command::Action;
 pub use generated::{
-    Ack, ClientResult, Envelope, GroupCommand, Invocation, SerializedMessage, client_result,
-    envelope, group_command,
+    Ack, CancelInvocation, ClientResult, Envelope, GroupCommand, Invocation, SerializedMessage,
+    ack, client_result, envelope, group_command,
 };
 
 /// The default largest envelope [`decode`] accepts: 4 MiB.
@@ -196,6 +197,13 @@ fn validate(body: &Body) -> Result<(), DecodeError> {
             }
         }
         Body::Ack(_) => Ok(()),
+        Body::CancelInvocation(cancel) => {
+            if cancel.invocation_id.is_empty() {
+                invalid("invocation cancel", "invocation_id is empty")
+            } else {
+                Ok(())
+            }
+        }
         Body::ClientResult(result) => {
             if result.invocation_id.is_empty() {
                 invalid("client result", "invocation_id is empty")
@@ -230,6 +238,7 @@ mod tests {
             excluded_connection_ids: vec!["a".into(), "b".into()],
             invocation_id: "inv-1".into(),
             reply_server: "srv-a".into(),
+            result_timeout_ms: 30_000,
         }
     }
 
@@ -249,14 +258,24 @@ mod tests {
             Body::Invocation(Invocation::default()),
             Body::GroupCommand(group_command(Action::Add)),
             Body::GroupCommand(group_command(Action::Remove)),
-            Body::Ack(Ack { id: 7, error: None }),
+            Body::Ack(Ack {
+                id: 7,
+                error: None,
+                failure: 0,
+            }),
             Body::Ack(Ack {
                 id: 7,
                 error: Some(String::new()),
+                failure: Failure::Rejected.into(),
             }),
             Body::Ack(Ack {
                 id: u64::MAX,
                 error: Some("no such connection".into()),
+                failure: Failure::ConnectionNotFound.into(),
+            }),
+            Body::CancelInvocation(CancelInvocation {
+                invocation_id: "inv-1".into(),
+                connection_id: "conn-1".into(),
             }),
             Body::ClientResult(ClientResult {
                 invocation_id: "inv-1".into(),
@@ -360,9 +379,9 @@ mod tests {
 
     #[test]
     fn body_from_a_newer_sender_is_unknown() {
-        // Field 5 of Envelope, length-delimited, holding one byte: what a
+        // Field 15 of Envelope, length-delimited, holding one byte: what a
         // newer server would send for a body kind added after this version.
-        let wire = Bytes::from_static(&[0x2a, 0x01, 0x00]);
+        let wire = Bytes::from_static(&[0x7a, 0x01, 0x00]);
         assert!(matches!(
             decode(wire, DEFAULT_MAX_ENVELOPE_SIZE),
             Err(DecodeError::UnknownBody)
@@ -371,11 +390,16 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_tolerated() {
-        let mut wire = encode_body(Body::Ack(Ack { id: 3, error: None })).to_vec();
+        let ack = Ack {
+            id: 3,
+            error: None,
+            failure: 0,
+        };
+        let mut wire = encode_body(Body::Ack(ack.clone())).to_vec();
         // Field 9 of Envelope as a varint, then field 15 as a string.
         wire.extend_from_slice(&[0x48, 0x01, 0x7a, 0x02, b'h', b'i']);
         let body = decode(Bytes::from(wire), DEFAULT_MAX_ENVELOPE_SIZE).unwrap();
-        assert_eq!(body, Body::Ack(Ack { id: 3, error: None }));
+        assert_eq!(body, Body::Ack(ack));
     }
 
     fn invalid_reason(body: Body) -> &'static str {
@@ -475,15 +499,16 @@ mod tests {
         (
             proptest::collection::vec(serialized_message(), 0..4),
             proptest::collection::vec(any::<String>(), 0..8),
-            proptest::option::of((".+", ".+")),
+            proptest::option::of((".+", ".+", any::<u64>())),
         )
             .prop_map(|(messages, excluded_connection_ids, reply)| {
-                let (invocation_id, reply_server) = reply.unwrap_or_default();
+                let (invocation_id, reply_server, result_timeout_ms) = reply.unwrap_or_default();
                 Invocation {
                     messages,
                     excluded_connection_ids,
                     invocation_id,
                     reply_server,
+                    result_timeout_ms,
                 }
             })
     }

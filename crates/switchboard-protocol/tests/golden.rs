@@ -28,8 +28,8 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use switchboard_protocol::{
-    Ack, Action, Body, ClientResult, DEFAULT_MAX_ENVELOPE_SIZE, GroupCommand, Invocation, Outcome,
-    SerializedMessage, decode, encode_body,
+    Ack, Action, Body, CancelInvocation, ClientResult, DEFAULT_MAX_ENVELOPE_SIZE, Failure,
+    GroupCommand, Invocation, Outcome, SerializedMessage, decode, encode_body,
 };
 
 /// A JSON hub protocol invocation record, with its 0x1E terminator.
@@ -88,12 +88,16 @@ fn invocation() {
         excluded_connection_ids: vec!["conn-1".into(), "conn-2".into()],
         invocation_id: "inv-42".into(),
         reply_server: "server-a".into(),
+        // Written before the field existed; as every server of that version
+        // still sends it.
+        result_timeout_ms: 0,
     };
     let Body::Invocation(Invocation {
         messages,
         excluded_connection_ids,
         invocation_id,
         reply_server,
+        result_timeout_ms,
     }) = golden("invocation.bin", Body::Invocation(expected))
     else {
         panic!("invocation.bin is not an invocation");
@@ -110,6 +114,58 @@ fn invocation() {
     assert_eq!(excluded_connection_ids, ["conn-1", "conn-2"]);
     assert_eq!(invocation_id, "inv-42");
     assert_eq!(reply_server, "server-a");
+    assert_eq!(result_timeout_ms, 0);
+}
+
+/// `invocation_timeout.bin`: invocation `inv-44` of the JSON record
+/// [`JSON_RECORD`] only, answered to server `server-b`, whose caller waits
+/// 30 000 ms for the result.
+#[test]
+fn invocation_timeout() {
+    let expected = Invocation {
+        messages: vec![SerializedMessage {
+            protocol: "json".into(),
+            payload: Bytes::from_static(JSON_RECORD),
+        }],
+        excluded_connection_ids: vec![],
+        invocation_id: "inv-44".into(),
+        reply_server: "server-b".into(),
+        result_timeout_ms: 30_000,
+    };
+    let Body::Invocation(Invocation {
+        messages,
+        excluded_connection_ids,
+        invocation_id,
+        reply_server,
+        result_timeout_ms,
+    }) = golden("invocation_timeout.bin", Body::Invocation(expected))
+    else {
+        panic!("invocation_timeout.bin is not an invocation");
+    };
+    assert_eq!(messages.len(), 1);
+    assert!(excluded_connection_ids.is_empty());
+    assert_eq!(invocation_id, "inv-44");
+    assert_eq!(reply_server, "server-b");
+    assert_eq!(result_timeout_ms, 30_000);
+}
+
+/// `cancel_invocation.bin`: the caller of invocation `inv-44` on connection
+/// `conn-1` gave up.
+#[test]
+fn cancel_invocation() {
+    let expected = CancelInvocation {
+        invocation_id: "inv-44".into(),
+        connection_id: "conn-1".into(),
+    };
+    let Body::CancelInvocation(CancelInvocation {
+        invocation_id,
+        connection_id,
+    }) = golden("cancel_invocation.bin", Body::CancelInvocation(expected))
+    else {
+        panic!("cancel_invocation.bin is not a cancel");
+    };
+    assert_eq!(invocation_id, "inv-44");
+    assert_eq!(connection_id, "conn-1");
 }
 
 /// `group_command.bin`: command 7 from server `server-a`, removing connection
@@ -143,26 +199,52 @@ fn group_command() {
 /// `ack.bin`: a successful acknowledgement of command 7 (no error field).
 #[test]
 fn ack() {
-    let expected = Ack { id: 7, error: None };
-    let Body::Ack(Ack { id, error }) = golden("ack.bin", Body::Ack(expected)) else {
+    let expected = Ack {
+        id: 7,
+        error: None,
+        failure: Failure::Unspecified.into(),
+    };
+    let Body::Ack(Ack { id, error, failure }) = golden("ack.bin", Body::Ack(expected)) else {
         panic!("ack.bin is not an ack");
     };
     assert_eq!(id, 7);
     assert_eq!(error, None);
+    assert_eq!(Failure::try_from(failure), Ok(Failure::Unspecified));
 }
 
-/// `ack_error.bin`: command 8 failed with `connection conn-9 not found`.
+/// `ack_error.bin`: command 8 failed with `connection conn-9 not found`,
+/// without a failure kind (as servers sent it before the field existed).
 #[test]
 fn ack_error() {
     let expected = Ack {
         id: 8,
         error: Some("connection conn-9 not found".into()),
+        failure: Failure::Unspecified.into(),
     };
-    let Body::Ack(Ack { id, error }) = golden("ack_error.bin", Body::Ack(expected)) else {
+    let Body::Ack(Ack { id, error, failure }) = golden("ack_error.bin", Body::Ack(expected)) else {
         panic!("ack_error.bin is not an ack");
     };
     assert_eq!(id, 8);
     assert_eq!(error.as_deref(), Some("connection conn-9 not found"));
+    assert_eq!(Failure::try_from(failure), Ok(Failure::Unspecified));
+}
+
+/// `ack_overloaded.bin`: command 9 was refused because the owner had too
+/// many commands waiting, with the text `too many group commands waiting`.
+#[test]
+fn ack_overloaded() {
+    let expected = Ack {
+        id: 9,
+        error: Some("too many group commands waiting".into()),
+        failure: Failure::Overloaded.into(),
+    };
+    let Body::Ack(Ack { id, error, failure }) = golden("ack_overloaded.bin", Body::Ack(expected))
+    else {
+        panic!("ack_overloaded.bin is not an ack");
+    };
+    assert_eq!(id, 9);
+    assert_eq!(error.as_deref(), Some("too many group commands waiting"));
+    assert_eq!(Failure::try_from(failure), Ok(Failure::Overloaded));
 }
 
 /// `client_result.bin`: the answer to invocation `inv-42`, the JSON value

@@ -123,6 +123,8 @@
 //! URL). Redis client errors are wrapped as sources, never exposed in
 //! signatures.
 
+mod commands;
+mod link;
 mod manager;
 mod options;
 mod subscriptions;

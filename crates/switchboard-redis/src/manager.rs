@@ -2,13 +2,13 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use fred::clients::{Client, SubscriberClient};
 use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
-use fred::types::config::{Config, Options, ReconnectPolicy};
+use fred::types::config::{Config, Options, ReconnectPolicy, TcpConfig, UnresponsiveConfig};
 use fred::types::{Builder, Message};
 use parking_lot::Mutex;
 use switchboard_channels::{ChannelKind, Channels};
@@ -19,15 +19,27 @@ use switchboard_core::{
     outcome_to_result, wait_for_response,
 };
 use switchboard_protocol as wire;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::commands::{CommandQueue, Submitted};
+use crate::link;
 use crate::options::{RedisOptions, redacted};
 use crate::subscriptions::{Op, Subscriptions, applied};
 
-/// How many group commands from other servers may wait to be applied.
-const COMMAND_QUEUE: usize = 10_000;
+/// The most client-result calls of local connections, started on other
+/// servers, held at once; a call beyond that is answered with an error.
+const MAX_FORWARDED_RESULTS: usize = 100_000;
+
+/// How long past its caller's timeout a forwarded client-result call is
+/// kept: the caller's cancellation normally arrives first; this bounds the
+/// call when that message is lost.
+const FORWARD_MARGIN: Duration = Duration::from_secs(5);
+
+/// How often the maintenance task looks for subscriptions to restore and
+/// forwarded calls to expire.
+const MAINTENANCE_TICK: Duration = Duration::from_millis(500);
 
 /// A [`HubLifetimeManager`] that spans every server connected to one Redis.
 ///
@@ -57,7 +69,9 @@ struct Inner {
     /// fred reports the connection lost, set again when it reconnects. fred
     /// still says "connected" for a moment after the socket dies; this flag
     /// lets sends fail at once instead of waiting out the publish timeout.
-    publisher_up: AtomicBool,
+    /// Shared with the task that watches fred's events; an answered
+    /// heartbeat also sets it.
+    publisher_up: Arc<AtomicBool>,
     /// The local connections, groups and users.
     store: ConnectionStore,
     /// Held while a membership change is made in `store` and its
@@ -69,20 +83,33 @@ struct Inner {
     /// Client-result invocations started on this server, by invocation id.
     results: PendingInvocations<ResultSender>,
     /// Client-result invocations of local connections started on other
-    /// servers: where to send the answer.
-    forwarded: PendingInvocations<String>,
-    /// Remote group commands waiting for their Ack: id -> the owner's error, if any.
-    acks: Mutex<HashMap<u64, oneshot::Sender<Option<String>>>>,
+    /// servers: where to send the answer, and until when. Bounded by
+    /// [`MAX_FORWARDED_RESULTS`]; entries leave when the client answers,
+    /// disconnects, the caller cancels, or they expire.
+    forwarded: PendingInvocations<Forwarded>,
+    /// Remote group commands waiting for their Ack: id -> the owner's answer.
+    acks: Mutex<HashMap<u64, oneshot::Sender<wire::Ack>>>,
     /// The next group command id.
     next_ack: AtomicU64,
-    /// Group commands from other servers, applied in order by one task.
-    commands: mpsc::Sender<wire::GroupCommand>,
+    /// Group commands from other servers being applied: concurrently across
+    /// connections, in order per connection, bounded.
+    commands: CommandQueue,
     /// Backplane counters.
     counters: Counters,
     /// Cancelled by `shutdown`: background tasks end.
     shutdown: CancellationToken,
     /// The background tasks, ended on shutdown.
     tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// A client-result call of a local connection, started on another server.
+#[derive(Debug)]
+struct Forwarded {
+    /// The server whose return channel gets the answer.
+    reply_server: String,
+    /// When to forget the call if nobody ends it first; `None` when the
+    /// caller set no timeout.
+    expires: Option<Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -93,6 +120,12 @@ struct Counters {
     oversize: AtomicU64,
     lagged: AtomicU64,
     publish_errors: AtomicU64,
+    /// Peer requests refused for a full queue or table (rate-limits their
+    /// warnings).
+    refused: AtomicU64,
+    /// Client results that could not be forwarded (rate-limits their
+    /// warnings).
+    unforwarded: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -198,6 +231,25 @@ impl RedisHubLifetimeManager {
             .with_connection_config(|conn| {
                 conn.connection_timeout = options.connect_timeout;
                 conn.internal_command_timeout = options.connect_timeout;
+                // A command (the heartbeat's PING, at the least) left
+                // unanswered this long means the connection is dead: fred
+                // closes it and reconnects.
+                conn.unresponsive = UnresponsiveConfig {
+                    max_timeout: Some(options.unresponsive_timeout),
+                    interval: (options.unresponsive_timeout / 4)
+                        .clamp(Duration::from_millis(10), Duration::from_secs(1)),
+                };
+                conn.tcp = TcpConfig {
+                    nodelay: Some(true),
+                    // For the kernel to notice a peer that vanished while
+                    // the connection is idle at the TCP level.
+                    keepalive: Some(
+                        socket2::TcpKeepalive::new()
+                            .with_time(Duration::from_secs(15))
+                            .with_interval(Duration::from_secs(5)),
+                    ),
+                    ..TcpConfig::default()
+                };
             });
         let build_error = |e: fred::error::Error| Error::InvalidConfig {
             reason: format!("Redis client: {e}"),
@@ -234,7 +286,7 @@ impl RedisHubLifetimeManager {
         }
         let publisher_errors = publisher.error_rx();
         let publisher_reconnects = publisher.reconnect_rx();
-        let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
+        let commands = CommandQueue::new(options.max_pending_group_commands);
 
         let publish_options = Options {
             fail_fast: true,
@@ -248,7 +300,7 @@ impl RedisHubLifetimeManager {
             publisher,
             subscriber,
             publish_options,
-            publisher_up: AtomicBool::new(true),
+            publisher_up: Arc::new(AtomicBool::new(true)),
             store: ConnectionStore::new(),
             membership: Mutex::new(()),
             subscriptions,
@@ -267,21 +319,42 @@ impl RedisHubLifetimeManager {
             messages,
             inner.shutdown.clone(),
         )));
-        tasks.push(tokio::spawn(apply_commands(
-            weak.clone(),
-            command_rx,
-            inner.shutdown.clone(),
-        )));
         tasks.push(tokio::spawn(maintain(
             weak.clone(),
             reconnects,
             inner.shutdown.clone(),
         )));
         tasks.push(tokio::spawn(watch_publisher(
-            weak,
+            inner.publisher_up.clone(),
+            inner.server_name.clone(),
             publisher_errors,
             publisher_reconnects,
             inner.shutdown.clone(),
+        )));
+        tasks.push(tokio::spawn({
+            let weak = weak.clone();
+            link::heartbeat(
+                inner.publisher.clone(),
+                "publisher",
+                inner.options.heartbeat_interval,
+                inner.options.unresponsive_timeout,
+                inner.shutdown.clone(),
+                move |answered| {
+                    // An answered PING proves the publisher is up, whatever
+                    // the last event said.
+                    if let (true, Some(inner)) = (answered, weak.upgrade()) {
+                        inner.publisher_up.store(true, Ordering::Relaxed);
+                    }
+                },
+            )
+        }));
+        tasks.push(tokio::spawn(link::heartbeat(
+            inner.subscriber.clone(),
+            "subscriber",
+            inner.options.heartbeat_interval,
+            inner.options.unresponsive_timeout,
+            inner.shutdown.clone(),
+            |_| {},
         )));
         inner.tasks.lock().extend(tasks);
         tracing::info!(server = %inner.server_name, hub = %inner.channels.hub(), "connected to the Redis backplane");
@@ -418,17 +491,30 @@ fn from_wire_messages(messages: Vec<wire::SerializedMessage>) -> SerializedMessa
     message
 }
 
-fn invocation_envelope(
-    message: &SerializedMessage,
-    excluded: &[ConnectionId],
-    invocation_id: &str,
-    reply_server: &str,
-) -> Bytes {
+fn invocation_envelope(message: &SerializedMessage, excluded: &[ConnectionId]) -> Bytes {
     wire::encode_body(wire::Body::Invocation(wire::Invocation {
         messages: to_wire_messages(message),
         excluded_connection_ids: excluded.iter().map(|id| id.to_string()).collect(),
+        ..wire::Invocation::default()
+    }))
+}
+
+/// A client-result invocation for another server: the answer goes to
+/// `reply_server`, whose caller waits at most `timeout`.
+fn result_invocation_envelope(
+    message: &SerializedMessage,
+    invocation_id: &str,
+    reply_server: &str,
+    timeout: Option<Duration>,
+) -> Bytes {
+    wire::encode_body(wire::Body::Invocation(wire::Invocation {
+        messages: to_wire_messages(message),
+        excluded_connection_ids: Vec::new(),
         invocation_id: invocation_id.to_owned(),
         reply_server: reply_server.to_owned(),
+        result_timeout_ms: timeout.map_or(0, |t| {
+            u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)
+        }),
     }))
 }
 
@@ -473,14 +559,14 @@ impl Inner {
         message: &SerializedMessage,
         excluded: &[ConnectionId],
     ) -> Result<()> {
-        self.publish(channel, invocation_envelope(message, excluded, "", ""))
+        self.publish(channel, invocation_envelope(message, excluded))
             .await
             .map(drop)
     }
 
     /// Publishes the same invocation on several channels, pipelined.
     async fn publish_many(&self, channels: Vec<String>, message: &SerializedMessage) -> Result<()> {
-        let envelope = invocation_envelope(message, &[], "", "");
+        let envelope = invocation_envelope(message, &[]);
         let sends = channels
             .into_iter()
             .map(|channel| self.publish(channel, envelope.clone()));
@@ -496,10 +582,17 @@ impl Inner {
         let wait = {
             let _order = self.membership.lock();
             match self.store.add_to_group(connection_id, group) {
-                Ok(change) => change.group_transition.then(|| {
+                Ok(change) if change.group_transition => Some(
                     self.subscriptions
-                        .queue(Op::Subscribe(self.channels.group(group)))
-                }),
+                        .queue(Op::Subscribe(self.channels.group(group))),
+                ),
+                // Another member came first; the subscription it started
+                // may still be on its way to Redis: this join, too, returns
+                // only once it is live.
+                Ok(_) => self
+                    .subscriptions
+                    .busy()
+                    .then(|| self.subscriptions.queue(Op::Barrier)),
                 Err(Error::ConnectionNotFound { .. }) => return None,
                 Err(e) => return Some(Err(e)),
             }
@@ -565,11 +658,7 @@ impl Inner {
             });
         }
         match tokio::time::timeout(self.options.ack_timeout, rx).await {
-            Ok(Ok(None)) => Ok(()),
-            Ok(Ok(Some(_))) if adding => Err(Error::ConnectionNotFound {
-                connection_id: connection_id.to_owned(),
-            }),
-            Ok(Ok(Some(reason))) => Err(Error::GroupCommandRejected { reason }),
+            Ok(Ok(ack)) => ack_result(ack, adding, connection_id),
             Ok(Err(_)) => Err(Error::Shutdown),
             Err(_) => Err(Error::AckTimeout {
                 action: if adding { "add" } else { "remove" },
@@ -590,7 +679,59 @@ impl Inner {
             .publish(self.channels.client_return(reply_server), envelope)
             .await
         {
-            tracing::warn!(%invocation_id, reply_server, error = %e, "could not forward a client result");
+            bump(&self.counters.unforwarded);
+            rate_limited_warn(&self.counters.unforwarded, || {
+                tracing::warn!(%invocation_id, reply_server, error = %e, "could not forward a client result (warned once per 1024)");
+            });
+        }
+    }
+
+    /// Sends client-result answers from a task of their own, so that
+    /// nothing that drops the caller's future (a connection's reader that
+    /// ends) can lose them between taking the call and publishing.
+    fn spawn_results(self: &Arc<Self>, answers: Vec<(String, String, wire::Outcome)>) {
+        if answers.is_empty() {
+            return;
+        }
+        let inner = self.clone();
+        tokio::spawn(async move {
+            let sends = answers
+                .iter()
+                .map(|(reply_server, invocation_id, outcome)| {
+                    inner.send_result(reply_server, invocation_id, outcome.clone())
+                });
+            futures::future::join_all(sends).await;
+        });
+    }
+
+    /// Tells the server holding `connection_id` that the caller of
+    /// `invocation_id` gave up, from a task of its own.
+    fn spawn_cancel(self: &Arc<Self>, connection_id: &str, invocation_id: &str) {
+        let inner = self.clone();
+        let channel = self.channels.connection(connection_id);
+        let envelope = wire::encode_body(wire::Body::CancelInvocation(wire::CancelInvocation {
+            invocation_id: invocation_id.to_owned(),
+            connection_id: connection_id.to_owned(),
+        }));
+        tokio::spawn(async move {
+            if let Err(e) = inner.publish(channel, envelope).await {
+                // The owner forgets the call when it expires.
+                tracing::debug!(error = %e, "could not tell the owner that a client-result call was given up");
+            }
+        });
+    }
+
+    /// Forgets forwarded client-result calls past their expiry.
+    fn expire_forwarded(&self) {
+        let now = Instant::now();
+        let expired = self
+            .forwarded
+            .take_where(|call| call.expires.is_some_and(|at| at <= now));
+        if !expired.is_empty() {
+            tracing::debug!(
+                expired = expired.len(),
+                "forgot client-result calls whose callers stopped waiting"
+            );
         }
     }
 
@@ -683,16 +824,19 @@ impl Inner {
             (ChannelKind::Connection(id), wire::Body::GroupCommand(command))
                 if command.connection_id == id =>
             {
-                if self.commands.try_send(command).is_err() {
-                    tracing::warn!(
-                        "group command queue full; command dropped (the sender will time out)"
-                    );
-                }
+                self.on_group_command(command);
+                true
+            }
+            (ChannelKind::Connection(id), wire::Body::CancelInvocation(cancel))
+                if cancel.connection_id == id =>
+            {
+                // Gone already if the client answered or disconnected.
+                let _ = self.forwarded.take(&cancel.invocation_id, id);
                 true
             }
             (ChannelKind::Ack(server), wire::Body::Ack(ack)) if server == self.server_name => {
                 if let Some(waiter) = self.acks.lock().remove(&ack.id) {
-                    let _ = waiter.send(ack.error);
+                    let _ = waiter.send(ack);
                 }
                 true
             }
@@ -722,29 +866,141 @@ impl Inner {
             return;
         }
         // A client-result invocation started on another server.
-        let Some(connection) = self.store.get(connection_id) else {
-            let inner = self.clone();
-            let connection_id = connection_id.to_owned();
-            tokio::spawn(async move {
-                inner
-                    .send_result(
-                        &inv.reply_server,
-                        &inv.invocation_id,
-                        wire::Outcome::Disconnected(connection_id),
-                    )
-                    .await;
+        if self.forwarded.len() >= MAX_FORWARDED_RESULTS {
+            bump(&self.counters.refused);
+            rate_limited_warn(&self.counters.refused, || {
+                tracing::warn!(
+                    "too many client-result calls from other servers are pending; refusing more (warned once per 1024)"
+                );
             });
-            return;
-        };
-        if let Err(e) = self.forwarded.insert(
-            &inv.invocation_id,
-            connection.id().clone(),
-            inv.reply_server,
-        ) {
-            tracing::warn!(error = %e, "ignoring a client-result invocation");
+            self.spawn_results(vec![(
+                inv.reply_server,
+                inv.invocation_id,
+                wire::Outcome::Error(
+                    "The server holding the connection has too many client results pending."
+                        .to_owned(),
+                ),
+            )]);
             return;
         }
-        self.store.record(connection.deliver(&message));
+        let expires = (inv.result_timeout_ms > 0).then(|| {
+            Instant::now() + Duration::from_millis(inv.result_timeout_ms) + FORWARD_MARGIN
+        });
+        let call = Forwarded {
+            reply_server: inv.reply_server.clone(),
+            expires,
+        };
+        // Recorded before the connection is looked up: a disconnect that
+        // removes the connection after the look-up then finds the call and
+        // answers it; one before makes the look-up fail, and the call is
+        // answered here. Exactly one of the two takes it.
+        if let Err(e) =
+            self.forwarded
+                .insert(&inv.invocation_id, ConnectionId::from(connection_id), call)
+        {
+            bump(&self.counters.refused);
+            rate_limited_warn(&self.counters.refused, || {
+                tracing::warn!(error = %e, "ignoring a client-result invocation (warned once per 1024)");
+            });
+            return;
+        }
+        match self.store.get(connection_id) {
+            Some(connection) => self.store.record(connection.deliver(&message)),
+            None => {
+                if self.forwarded.remove(&inv.invocation_id).is_some() {
+                    self.spawn_results(vec![(
+                        inv.reply_server,
+                        inv.invocation_id,
+                        wire::Outcome::Disconnected(connection_id.to_owned()),
+                    )]);
+                }
+            }
+        }
+    }
+
+    /// Takes a group command from another server: applied at once, after
+    /// the ones before it for the same connection, or refused when too many
+    /// are held.
+    fn on_group_command(self: &Arc<Self>, command: wire::GroupCommand) {
+        match self.commands.submit(command) {
+            Submitted::Run(command) => {
+                let inner = self.clone();
+                tokio::spawn(async move {
+                    let connection_id = command.connection_id.clone();
+                    let mut next = Some(command);
+                    while let Some(command) = next {
+                        inner.apply_command(command).await;
+                        next = inner.commands.next(&connection_id);
+                    }
+                });
+            }
+            Submitted::Queued => {}
+            Submitted::Overloaded(command) => {
+                bump(&self.counters.refused);
+                rate_limited_warn(&self.counters.refused, || {
+                    tracing::warn!(
+                        limit = self.options.max_pending_group_commands,
+                        "too many group commands from other servers are waiting; refusing more (warned once per 1024)"
+                    );
+                });
+                let inner = self.clone();
+                tokio::spawn(async move {
+                    let error = format!(
+                        "the server holding connection '{}' has {} group changes waiting; try again later",
+                        command.connection_id, inner.options.max_pending_group_commands
+                    );
+                    inner
+                        .acknowledge(&command, Some((wire::Failure::Overloaded, error)))
+                        .await;
+                });
+            }
+        }
+    }
+
+    /// Applies one group command from another server and acknowledges it.
+    async fn apply_command(&self, command: wire::GroupCommand) {
+        let result = match command.action() {
+            wire::Action::Add => self.add_local(&command.connection_id, &command.group).await,
+            wire::Action::Remove => self
+                .remove_local(&command.connection_id, &command.group)
+                .await
+                .or(Some(Ok(()))),
+            wire::Action::Unspecified => Some(Err(Error::InvalidConfig {
+                reason: "group command without an action".to_owned(),
+            })),
+        };
+        let failure = match result {
+            Some(Ok(())) => None,
+            None => Some((
+                wire::Failure::ConnectionNotFound,
+                format!("Connection '{}' does not exist.", command.connection_id),
+            )),
+            Some(Err(e)) => Some((wire::Failure::Rejected, e.to_string())),
+        };
+        self.acknowledge(&command, failure).await;
+    }
+
+    /// Answers a group command on its sender's ack channel.
+    async fn acknowledge(
+        &self,
+        command: &wire::GroupCommand,
+        failure: Option<(wire::Failure, String)>,
+    ) {
+        let (failure, error) = match failure {
+            Some((failure, error)) => (failure, Some(error)),
+            None => (wire::Failure::Unspecified, None),
+        };
+        let envelope = wire::encode_body(wire::Body::Ack(wire::Ack {
+            id: command.id,
+            error,
+            failure: failure.into(),
+        }));
+        if let Err(e) = self
+            .publish(self.channels.ack(&command.server), envelope)
+            .await
+        {
+            tracing::warn!(error = %e, server = %command.server, "could not acknowledge a group command");
+        }
     }
 
     fn on_client_result(&self, result: wire::ClientResult) {
@@ -777,6 +1033,27 @@ impl Inner {
     }
 }
 
+/// The sender's result for the owner's answer to a group command.
+fn ack_result(ack: wire::Ack, adding: bool, connection_id: &str) -> Result<()> {
+    let failure = ack.failure();
+    let Some(reason) = ack.error else {
+        return Ok(());
+    };
+    let not_found = Error::ConnectionNotFound {
+        connection_id: connection_id.to_owned(),
+    };
+    match failure {
+        wire::Failure::ConnectionNotFound => Err(not_found),
+        wire::Failure::Overloaded | wire::Failure::Rejected => {
+            Err(Error::GroupCommandRejected { reason })
+        }
+        // A server of an earlier version: an add fails only for a
+        // connection it does not hold.
+        wire::Failure::Unspecified if adding => Err(not_found),
+        wire::Failure::Unspecified => Err(Error::GroupCommandRejected { reason }),
+    }
+}
+
 /// Logs at most once per 1024 occurrences of a counter, so garbage cannot
 /// flood the log.
 fn rate_limited_warn(counter: &AtomicU64, log: impl FnOnce()) {
@@ -785,9 +1062,28 @@ fn rate_limited_warn(counter: &AtomicU64, log: impl FnOnce()) {
     }
 }
 
+/// Tells the owner of a connection to forget a client-result call when the
+/// caller stops waiting without an answer.
+struct GiveUpOnDrop<'a> {
+    inner: &'a Arc<Inner>,
+    connection_id: &'a str,
+    invocation_id: &'a str,
+    /// Whether the call ended without an answer from the owner.
+    armed: bool,
+}
+
+impl Drop for GiveUpOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.inner
+                .spawn_cancel(self.connection_id, self.invocation_id);
+        }
+    }
+}
+
 /// Removes a pending group-command ack when the caller stops waiting.
 struct AckGuard<'a> {
-    acks: &'a Mutex<HashMap<u64, oneshot::Sender<Option<String>>>>,
+    acks: &'a Mutex<HashMap<u64, oneshot::Sender<wire::Ack>>>,
     id: u64,
 }
 
@@ -824,89 +1120,23 @@ async fn pump(
     }
 }
 
-/// Applies group commands from other servers, in order, and acknowledges them.
-async fn apply_commands(
-    inner: Weak<Inner>,
-    mut commands: mpsc::Receiver<wire::GroupCommand>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let command = tokio::select! {
-            () = shutdown.cancelled() => break,
-            command = commands.recv() => match command {
-                Some(command) => command,
-                None => break,
-            },
-        };
-        let Some(inner) = inner.upgrade() else { break };
-        let result = match command.action() {
-            wire::Action::Add => {
-                inner
-                    .add_local(&command.connection_id, &command.group)
-                    .await
-            }
-            wire::Action::Remove => inner
-                .remove_local(&command.connection_id, &command.group)
-                .await
-                .or(Some(Ok(()))),
-            wire::Action::Unspecified => Some(Err(Error::InvalidConfig {
-                reason: "group command without an action".to_owned(),
-            })),
-        };
-        let error = match result {
-            Some(Ok(())) => None,
-            None => Some(format!(
-                "Connection '{}' does not exist.",
-                command.connection_id
-            )),
-            Some(Err(e)) => Some(e.to_string()),
-        };
-        let envelope = wire::encode_body(wire::Body::Ack(wire::Ack {
-            id: command.id,
-            error,
-        }));
-        if let Err(e) = inner
-            .publish(inner.channels.ack(&command.server), envelope)
-            .await
-        {
-            tracing::warn!(error = %e, server = %command.server, "could not acknowledge a group command");
-        }
-    }
-}
-
-/// Tracks whether the publishing connection is up, from fred's events.
+/// Tracks whether the publishing connection is up, from fred's events (see
+/// [`link::watch_link`]).
 async fn watch_publisher(
-    inner: Weak<Inner>,
-    mut errors: broadcast::Receiver<(fred::error::Error, Option<fred::types::config::Server>)>,
-    mut reconnects: broadcast::Receiver<fred::types::config::Server>,
+    up: Arc<AtomicBool>,
+    server_name: String,
+    errors: broadcast::Receiver<(fred::error::Error, Option<fred::types::config::Server>)>,
+    reconnects: broadcast::Receiver<fred::types::config::Server>,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let up = tokio::select! {
-            () = shutdown.cancelled() => break,
-            e = errors.recv() => match e {
-                Ok((error, _)) => {
-                    if let Some(inner) = inner.upgrade() {
-                        if inner.publisher_up.load(Ordering::Relaxed) {
-                            tracing::warn!(%error, "lost the Redis connection; sends fail until it is back");
-                        }
-                    }
-                    false
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => false,
-                Err(broadcast::error::RecvError::Closed) => break,
-            },
-            r = reconnects.recv() => match r {
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => true,
-                Err(broadcast::error::RecvError::Closed) => break,
-            },
-        };
-        let Some(inner) = inner.upgrade() else { break };
-        if up && !inner.publisher_up.load(Ordering::Relaxed) {
-            tracing::info!(server = %inner.server_name, "Redis connection restored");
+    link::watch_link(&up, errors, reconnects, shutdown, |now_up| {
+        if now_up {
+            tracing::info!(server = %server_name, "Redis connection restored");
+        } else {
+            tracing::warn!(server = %server_name, "lost the Redis connection; sends fail until it is back");
         }
-        inner.publisher_up.store(up, Ordering::Relaxed);
-    }
+    })
+    .await;
 }
 
 /// Re-subscribes after reconnects and after failed subscription changes.
@@ -915,7 +1145,7 @@ async fn maintain(
     mut reconnects: broadcast::Receiver<fred::types::config::Server>,
     shutdown: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut tick = tokio::time::interval(MAINTENANCE_TICK);
     loop {
         let reconnected = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -940,6 +1170,9 @@ async fn maintain(
                 .swap(false, Ordering::Relaxed)
         {
             inner.resync();
+        }
+        if !reconnected {
+            inner.expire_forwarded();
         }
     }
 }
@@ -1006,15 +1239,19 @@ impl HubLifetimeManager for RedisHubLifetimeManager {
                 connection_id: connection_id.to_owned(),
             }));
         }
-        for (invocation_id, reply_server) in inner.forwarded.take_connection(connection_id) {
-            inner
-                .send_result(
-                    &reply_server,
-                    &invocation_id,
+        let answers = inner
+            .forwarded
+            .take_connection(connection_id)
+            .into_iter()
+            .map(|(invocation_id, call)| {
+                (
+                    call.reply_server,
+                    invocation_id,
                     wire::Outcome::Disconnected(connection_id.to_owned()),
                 )
-                .await;
-        }
+            })
+            .collect();
+        inner.spawn_results(answers);
         applied(waits).await;
         Ok(())
     }
@@ -1132,24 +1369,41 @@ impl HubLifetimeManager for RedisHubLifetimeManager {
     ) -> Result<ClientResponse> {
         let inner = &self.inner;
         let (tx, rx) = oneshot::channel();
+        // Recorded before the connection is looked up, so a local
+        // disconnect racing with the call always finds and fails it.
         inner
             .results
             .insert(invocation_id, ConnectionId::from(connection_id), tx)?;
         let _cleanup = inner.results.remove_on_drop(invocation_id);
         if let Some(connection) = inner.store.get(connection_id) {
             inner.store.record(connection.deliver(message));
-        } else {
-            let envelope = invocation_envelope(message, &[], invocation_id, &inner.server_name);
-            let receivers = inner
-                .publish(inner.channels.connection(connection_id), envelope)
-                .await?;
-            if receivers == 0 {
-                return Err(Error::ConnectionNotFound {
-                    connection_id: connection_id.to_owned(),
-                });
-            }
+            return wait_for_response(rx, connection_id, &options).await;
         }
-        wait_for_response(rx, connection_id, &options).await
+        let envelope =
+            result_invocation_envelope(message, invocation_id, &inner.server_name, options.timeout);
+        let receivers = inner
+            .publish(inner.channels.connection(connection_id), envelope)
+            .await?;
+        if receivers == 0 {
+            return Err(Error::ConnectionNotFound {
+                connection_id: connection_id.to_owned(),
+            });
+        }
+        // From here on the owner holds the call: if this caller gives up
+        // (timeout, cancellation, or its future is dropped), the owner is
+        // told to forget it.
+        let mut give_up = GiveUpOnDrop {
+            inner,
+            connection_id,
+            invocation_id,
+            armed: true,
+        };
+        let result = wait_for_response(rx, connection_id, &options).await;
+        give_up.armed = matches!(
+            result,
+            Err(Error::ClientResultTimeout { .. } | Error::Canceled)
+        );
+        result
     }
 
     async fn set_connection_result(
@@ -1172,7 +1426,7 @@ impl HubLifetimeManager for RedisHubLifetimeManager {
             Err(e) => return Err(e),
         }
         // Started on another server: forward the answer there.
-        let reply_server = inner.forwarded.take(&invocation_id, connection_id)?;
+        let call = inner.forwarded.take(&invocation_id, connection_id)?;
         let outcome = match outcome {
             Outcome::Void => wire::Outcome::Value(wire::SerializedMessage::default()),
             Outcome::Value(value) => wire::Outcome::Value(wire::SerializedMessage {
@@ -1181,9 +1435,7 @@ impl HubLifetimeManager for RedisHubLifetimeManager {
             }),
             Outcome::Error(message) => wire::Outcome::Error(message),
         };
-        inner
-            .send_result(&reply_server, &invocation_id, outcome)
-            .await;
+        inner.spawn_results(vec![(call.reply_server, invocation_id, outcome)]);
         Ok(())
     }
 
@@ -1201,6 +1453,8 @@ impl HubLifetimeManager for RedisHubLifetimeManager {
         stats.backplane_oversize = c.oversize.load(Ordering::Relaxed);
         stats.backplane_lagged = c.lagged.load(Ordering::Relaxed);
         stats.backplane_publish_errors = c.publish_errors.load(Ordering::Relaxed);
+        stats.pending_client_results = self.inner.results.len();
+        stats.forwarded_client_results = self.inner.forwarded.len();
         stats
     }
 }

@@ -30,6 +30,9 @@ pub struct RedisOptions {
     pub(crate) message_capacity: usize,
     pub(crate) max_envelope_size: usize,
     pub(crate) tls_roots_pem: Option<Vec<u8>>,
+    pub(crate) heartbeat_interval: Duration,
+    pub(crate) unresponsive_timeout: Duration,
+    pub(crate) max_pending_group_commands: usize,
 }
 
 impl RedisOptions {
@@ -48,6 +51,9 @@ impl RedisOptions {
             message_capacity: 16 * 1024,
             max_envelope_size: DEFAULT_MAX_ENVELOPE_SIZE,
             tls_roots_pem: None,
+            heartbeat_interval: Duration::from_secs(2),
+            unresponsive_timeout: Duration::from_secs(5),
+            max_pending_group_commands: 10_000,
         }
     }
 
@@ -124,6 +130,35 @@ impl RedisOptions {
         self
     }
 
+    /// How often each Redis connection is sent a PING, so that one that
+    /// died without a word (a NAT or load balancer that dropped it without
+    /// a reset) is noticed. Default: 2 s.
+    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.heartbeat_interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
+    /// How long a Redis connection may leave a command (a heartbeat PING at
+    /// the least) unanswered before it is treated as dead: closed,
+    /// reconnected, and its subscriptions restored. With the defaults
+    /// (heartbeat every 2 s, 5 s here) a silently dead connection is
+    /// replaced within about 8 s, and delivery resumes within 10 s.
+    /// Default: 5 s.
+    pub fn unresponsive_timeout(mut self, timeout: Duration) -> Self {
+        self.unresponsive_timeout = timeout.max(Duration::from_millis(10));
+        self
+    }
+
+    /// How many group changes from other servers may wait to be applied on
+    /// this server (they run concurrently across connections, in order per
+    /// connection). Beyond this a change is refused at once: its sender gets
+    /// `GroupCommandRejected` rather than waiting for its acknowledgement
+    /// timeout. Default: 10 000.
+    pub fn max_pending_group_commands(mut self, max: usize) -> Self {
+        self.max_pending_group_commands = max.max(1);
+        self
+    }
+
     /// For `rediss://` URLs: trust the CA certificates in this PEM data
     /// instead of the system's trusted roots (for a private CA or a
     /// self-signed server). A server certificate that chains to neither is
@@ -150,6 +185,12 @@ impl fmt::Debug for RedisOptions {
             .field(
                 "tls_root_certificates",
                 &self.tls_roots_pem.as_ref().map(|pem| pem.len()),
+            )
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("unresponsive_timeout", &self.unresponsive_timeout)
+            .field(
+                "max_pending_group_commands",
+                &self.max_pending_group_commands,
             )
             .finish()
     }

@@ -9,7 +9,7 @@
 //! leave a group with a local member unsubscribed.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use fred::clients::SubscriberClient;
@@ -28,6 +28,10 @@ pub(crate) enum Op {
     /// Subscribe to every channel the server needs (after a reconnect or a
     /// failed command): idempotent on the Redis side.
     Resync(Vec<String>),
+    /// Sends nothing: done once every op queued before it is done. A group's
+    /// second member waits on one, so that its join, too, returns only once
+    /// the subscription its first member started is live.
+    Barrier,
 }
 
 /// A queued op and who waits for it.
@@ -44,6 +48,10 @@ pub(crate) struct Subscriptions {
     /// Set when a command could not be applied (Redis unreachable); the
     /// maintenance task then re-subscribes everything once Redis answers.
     pub(crate) needs_resync: Arc<AtomicBool>,
+    /// Ops queued and not yet done: raised when one is queued, lowered by
+    /// the worker once it has reported the op done. Zero means every op
+    /// queued so far is done.
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl Subscriptions {
@@ -54,8 +62,27 @@ impl Subscriptions {
     ) -> (Subscriptions, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let needs_resync = Arc::new(AtomicBool::new(false));
-        let worker = tokio::spawn(run(subscriber, rx, needs_resync.clone(), timeout));
-        (Subscriptions { tx, needs_resync }, worker)
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let worker = tokio::spawn(run(
+            subscriber,
+            rx,
+            needs_resync.clone(),
+            in_flight.clone(),
+            timeout,
+        ));
+        let subscriptions = Subscriptions {
+            tx,
+            needs_resync,
+            in_flight,
+        };
+        (subscriptions, worker)
+    }
+
+    /// Whether some queued op is not done yet. Read under the manager's
+    /// membership lock, `false` means every subscription change made so far
+    /// has been applied (or has failed and awaits a resync).
+    pub(crate) fn busy(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) > 0
     }
 
     /// Queues `op`; the receiver tells whether Redis applied it.
@@ -64,6 +91,7 @@ impl Subscriptions {
     /// ops are queued in the order the changes were made.
     pub(crate) fn queue(&self, op: Op) -> oneshot::Receiver<bool> {
         let (done, rx) = oneshot::channel();
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
         if self
             .tx
             .send(Request {
@@ -73,6 +101,7 @@ impl Subscriptions {
             .is_err()
         {
             // The worker is gone (shutdown); the receiver reports failure.
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
             self.needs_resync.store(true, Ordering::Relaxed);
         }
         rx
@@ -80,7 +109,10 @@ impl Subscriptions {
 
     /// Queues `op` with nobody waiting.
     pub(crate) fn queue_detached(&self, op: Op) {
-        let _ = self.tx.send(Request { op, done: None });
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        if self.tx.send(Request { op, done: None }).is_err() {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -135,9 +167,19 @@ impl Op {
         match self {
             Op::Subscribe(_) => Some(Kind::Subscribe),
             Op::Unsubscribe(_) => Some(Kind::Unsubscribe),
-            Op::Resync(_) => None,
+            Op::Resync(_) | Op::Barrier => None,
         }
     }
+}
+
+/// Reports one op done and counts it out of [`Subscriptions::in_flight`],
+/// in that order: a waiter that sees the count at zero knows its op was
+/// reported.
+fn finish(in_flight: &AtomicUsize, done: Option<oneshot::Sender<bool>>, ok: bool) {
+    if let Some(done) = done {
+        let _ = done.send(ok);
+    }
+    in_flight.fetch_sub(1, Ordering::AcqRel);
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +192,7 @@ async fn run(
     subscriber: SubscriberClient,
     mut rx: mpsc::UnboundedReceiver<Request>,
     needs_resync: Arc<AtomicBool>,
+    in_flight: Arc<AtomicUsize>,
     timeout: Duration,
 ) {
     let options = Options {
@@ -170,9 +213,12 @@ async fn run(
                     if !ok {
                         needs_resync.store(true, Ordering::Relaxed);
                     }
-                    if let Some(done) = first.done {
-                        let _ = done.send(ok);
-                    }
+                    finish(&in_flight, first.done, ok);
+                    continue;
+                }
+                Op::Barrier => {
+                    // Every op before it was handled above, in order.
+                    finish(&in_flight, first.done, true);
                     continue;
                 }
             };
@@ -204,8 +250,8 @@ async fn run(
             if !ok && kind == Kind::Subscribe {
                 needs_resync.store(true, Ordering::Relaxed);
             }
-            for done in waiters.into_iter().flatten() {
-                let _ = done.send(ok);
+            for done in waiters {
+                finish(&in_flight, done, ok);
             }
         }
     }
