@@ -7,11 +7,13 @@
 //! `main` parses the command line and dispatches; [`redis`] finds, installs and runs
 //! `redis-server`; [`test`] holds the steps of `cargo xtask test`; [`bench`] those of
 //! `cargo xtask bench`; [`fuzz`] builds and runs the fuzz targets; [`demo`] runs two chat
-//! servers on one Redis; [`tools`] finds or installs the browser for the browser test.
+//! servers on one Redis; [`tools`] finds or installs the browser for the browser test;
+//! [`python`] makes the virtualenv of the Python interop test.
 
 mod bench;
 mod demo;
 mod fuzz;
+mod python;
 mod redis;
 mod test;
 mod tools;

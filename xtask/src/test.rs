@@ -141,11 +141,13 @@ fn cargo_test_tiers(extra: &[OsString]) -> Vec<Step> {
 
 /// Tiers that run outside cargo's test runner, after the cargo tiers and against the same
 /// redis-server: the official SignalR JavaScript client against two chat servers (an npm
-/// project in `tests/interop`), the chat page in headless Chromium, and a short
-/// coverage-guided fuzzing run of every decoder.
+/// project in `tests/interop`), the same with the independent Python client `signalrcore` (a
+/// unittest module in `tests/interop/python`, run in its own virtualenv), the chat page in
+/// headless Chromium, and a short coverage-guided fuzzing run of every decoder.
 fn external_tiers() -> Vec<Step> {
     let interop = crate::project_root().join("tests").join("interop");
     let interop = interop.to_string_lossy().into_owned();
+    let python_tests = crate::python::test_dir().to_string_lossy().into_owned();
     let chat = crate::target_dir()
         .join("debug")
         .join("examples")
@@ -161,6 +163,28 @@ fn external_tiers() -> Vec<Step> {
         Step::program("interop", "npm", &["test", "--prefix", &interop])
             .with_env("SWITCHBOARD_CHAT_BIN", chat.clone())
             .with_redis(),
+        Step::internal(
+            "python-venv",
+            "create (or reuse) the virtualenv of tests/interop/python/requirements.txt",
+            crate::python::setup,
+        ),
+        Step::program(
+            "interop-python",
+            crate::python::venv_python(),
+            &[
+                "-m",
+                "unittest",
+                "discover",
+                "--start-directory",
+                &python_tests,
+                "--verbose",
+            ],
+        )
+        .with_env("SWITCHBOARD_CHAT_BIN", chat.clone())
+        // Keep `__pycache__` out of the work tree, and the output in order with the servers'.
+        .with_env("PYTHONDONTWRITEBYTECODE", "1")
+        .with_env("PYTHONUNBUFFERED", "1")
+        .with_redis(),
         Step::internal(
             "chromium",
             "find or install Debian's chromium for the browser test",
@@ -374,6 +398,8 @@ mod tests {
                 "chat-build",
                 "npm-ci",
                 "interop",
+                "python-venv",
+                "interop-python",
                 "chromium",
                 "browser",
                 "fuzz"
@@ -397,6 +423,23 @@ mod tests {
                 .iter()
                 .any(|(key, _)| *key == "SWITCHBOARD_CHAT_BIN")
         );
+        let python = steps
+            .iter()
+            .find(|step| step.name == "interop-python")
+            .expect("a Python interop step");
+        assert!(python.needs_redis);
+        assert!(
+            python
+                .env
+                .iter()
+                .any(|(key, _)| *key == "SWITCHBOARD_CHAT_BIN")
+        );
+        assert_eq!(python.program, crate::python::venv_python());
+        let venv = steps
+            .iter()
+            .find(|step| step.name == "python-venv")
+            .expect("a virtualenv step");
+        assert!(venv.internal.is_some() && !venv.needs_redis);
     }
 
     #[test]
