@@ -175,6 +175,37 @@ impl TestClient {
         }
     }
 
+    /// Sends a fresh marker (`{what}-{attempt}`) with `send` until this
+    /// client receives one; returns how long that took. Panics after
+    /// `limit`. For waiting out a fault: sends may fail meanwhile.
+    pub async fn until_delivered<F, Fut>(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        send: F,
+    ) -> Duration
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = switchboard_core::Result<()>>,
+    {
+        let started = std::time::Instant::now();
+        let mut attempt = 0;
+        while started.elapsed() < limit {
+            attempt += 1;
+            let marker = format!("{what}-{attempt}");
+            if send(marker.clone()).await.is_ok()
+                && self
+                    .recv_marked(&marker, Duration::from_millis(250))
+                    .await
+                    .is_some()
+            {
+                return started.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{what}: no delivery to {} within {limit:?}", self.id());
+    }
+
     /// Asserts that no message arrives within [`SILENCE`].
     pub async fn assert_nothing(&mut self) {
         if let Ok(Some(frame)) = tokio::time::timeout(SILENCE, self.outbound.recv()).await {
@@ -251,9 +282,27 @@ impl RedisBackend {
     }
 
     pub fn options(&self) -> switchboard_redis::RedisOptions {
-        switchboard_redis::RedisOptions::new(&self.url)
+        self.options_at(&self.url)
+    }
+
+    /// The options of this backend's servers, but reaching Redis at `url`
+    /// (through a [`proxy::FaultyLink`], say).
+    pub fn options_at(&self, url: &str) -> switchboard_redis::RedisOptions {
+        switchboard_redis::RedisOptions::new(url)
             .prefix("switchboard-test:")
             .hub(&self.hub)
+    }
+
+    /// A server of this backend that reaches Redis at `url`.
+    pub async fn connect_at(&self, url: &str) -> switchboard_redis::RedisHubLifetimeManager {
+        switchboard_redis::RedisHubLifetimeManager::connect(self.options_at(url))
+            .await
+            .unwrap()
+    }
+
+    /// The URL of the Redis this backend uses.
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     pub async fn connect(&self) -> switchboard_redis::RedisHubLifetimeManager {

@@ -4,14 +4,17 @@
 //!
 //! A server pointed at [`FaultyLink::url`] reaches Redis through the proxy;
 //! every connection it opens is forwarded both ways, each chunk after the
-//! current delay. [`FaultyLink::silence_existing`] makes the connections
-//! open at that moment forward nothing more, in either direction, while
-//! their sockets stay open (no FIN, no RST); connections opened later are
-//! forwarded as usual, as after a real NAT timeout.
+//! current delay ([`FaultyLink::set_delay`]); what Redis pushes to a
+//! subscriber connection (one that has sent a SUBSCRIBE) can be held back
+//! on its own ([`FaultyLink::set_subscriber_delay`]).
+//! [`FaultyLink::silence_existing`] makes the connections open at that
+//! moment forward nothing more, in either direction, while their sockets
+//! stay open (no FIN, no RST); connections opened later are forwarded as
+//! usual, as after a real NAT timeout.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -33,6 +36,8 @@ pub struct FaultyLink {
 struct State {
     /// How long each chunk is held before it is passed on.
     delay: Mutex<Duration>,
+    /// How much longer a chunk from Redis to a subscriber connection is held.
+    subscriber_delay: Mutex<Duration>,
     /// Connections accepted before this count was raised are silent.
     silenced_before: AtomicU64,
     /// How many connections were accepted.
@@ -48,6 +53,7 @@ impl FaultyLink {
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State {
             delay: Mutex::new(Duration::ZERO),
+            subscriber_delay: Mutex::new(Duration::ZERO),
             silenced_before: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
             stop: CancellationToken::new(),
@@ -79,6 +85,12 @@ impl FaultyLink {
     /// Holds every chunk, in both directions, for `delay` from now on.
     pub fn set_delay(&self, delay: Duration) {
         *self.state.delay.lock() = delay;
+    }
+
+    /// Holds what Redis sends to subscriber connections (published
+    /// messages, subscription confirmations) for `delay` more, from now on.
+    pub fn set_subscriber_delay(&self, delay: Duration) {
+        *self.state.subscriber_delay.lock() = delay;
     }
 
     /// Every connection open now forwards nothing more, and stays open.
@@ -116,16 +128,49 @@ async fn accept(listener: TcpListener, target: SocketAddr, state: Arc<State>) {
         let _ = server.set_nodelay(true);
         let (client_read, client_write) = client.into_split();
         let (server_read, server_write) = server.into_split();
-        for (from, to) in [(client_read, server_write), (server_read, client_write)] {
-            tokio::spawn(forward(from, to, number, state.clone()));
+        let subscriber = Arc::new(AtomicBool::new(false));
+        for (from, to, direction) in [
+            (client_read, server_write, Direction::ToRedis),
+            (server_read, client_write, Direction::FromRedis),
+        ] {
+            let connection = Connection {
+                number,
+                direction,
+                subscriber: subscriber.clone(),
+            };
+            tokio::spawn(forward(from, to, connection, state.clone()));
         }
     }
+}
+
+/// Which way a forwarding task copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    ToRedis,
+    FromRedis,
+}
+
+/// One direction of one forwarded connection.
+#[derive(Debug)]
+struct Connection {
+    /// Its place in the accept order.
+    number: u64,
+    direction: Direction,
+    /// Set once the client has sent a SUBSCRIBE on it; shared by both
+    /// directions.
+    subscriber: Arc<AtomicBool>,
 }
 
 /// Forwards one direction of one connection until either side closes, the
 /// connection is silenced (then reads are swallowed, so the sender never
 /// learns), or the proxy stops.
-async fn forward(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, number: u64, state: Arc<State>) {
+async fn forward(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    connection: Connection,
+    state: Arc<State>,
+) {
+    let number = connection.number;
     let stop = state.stop.clone();
     // Chunks with the time they may be written, so that the delay is a
     // latency and not a throttle.
@@ -154,8 +199,24 @@ async fn forward(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, number: u64, s
             if number < state.silenced_before.load(Ordering::SeqCst) {
                 continue;
             }
-            let due = Instant::now() + *state.delay.lock();
-            if tx.send((due, buf[..n].to_vec())).is_err() {
+            let chunk = &buf[..n];
+            let mut delay = *state.delay.lock();
+            match connection.direction {
+                Direction::ToRedis => {
+                    if chunk
+                        .windows(9)
+                        .any(|w| w.eq_ignore_ascii_case(b"SUBSCRIBE"))
+                    {
+                        connection.subscriber.store(true, Ordering::SeqCst);
+                    }
+                }
+                Direction::FromRedis => {
+                    if connection.subscriber.load(Ordering::SeqCst) {
+                        delay += *state.subscriber_delay.lock();
+                    }
+                }
+            }
+            if tx.send((Instant::now() + delay, chunk.to_vec())).is_err() {
                 return;
             }
         }

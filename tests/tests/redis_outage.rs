@@ -28,29 +28,14 @@ async fn server(url: &str) -> Arc<dyn HubLifetimeManager> {
     Arc::new(RedisHubLifetimeManager::connect(options).await.unwrap())
 }
 
-/// Sends `send` with a fresh marker until `client` receives it; returns how
-/// long that took. Panics after [`RECOVERY_LIMIT`].
+/// Waits, sending probes, until `client` receives one again after Redis
+/// came back; returns how long that took.
 async fn wait_for_delivery<F, Fut>(client: &mut TestClient, what: &str, send: F) -> Duration
 where
     F: Fn(String) -> Fut,
     Fut: std::future::Future<Output = switchboard_core::Result<()>>,
 {
-    let started = Instant::now();
-    let mut attempt = 0;
-    while started.elapsed() < RECOVERY_LIMIT {
-        attempt += 1;
-        let marker = format!("{what}-{attempt}");
-        if send(marker.clone()).await.is_ok()
-            && client
-                .recv_marked(&marker, Duration::from_millis(300))
-                .await
-                .is_some()
-        {
-            return started.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{what}: no delivery within {RECOVERY_LIMIT:?} after Redis came back");
+    client.until_delivered(what, RECOVERY_LIMIT, send).await
 }
 
 /// Asserts that one send of `what` arrives at every client in `clients`.

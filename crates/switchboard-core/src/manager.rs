@@ -22,6 +22,12 @@ use crate::stats::ManagerStats;
 /// Sends to a connection, group or user that does not exist succeed and
 /// deliver nothing, as in SignalR. Sends never wait for a slow connection:
 /// each connection's queue is bounded and its slow-consumer policy decides.
+///
+/// Messages of one kind from one server reach a connection in order. A
+/// backplane may deliver a send to a connection it holds itself at once,
+/// and others through its backplane, so a direct message can overtake an
+/// earlier group message (as in SignalR); see the backplane's
+/// documentation.
 #[async_trait]
 pub trait HubLifetimeManager: Send + Sync + std::fmt::Debug + 'static {
     /// Registers a new connection (and its user). It receives messages once
