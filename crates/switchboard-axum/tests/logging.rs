@@ -1,4 +1,5 @@
-//! Access tokens and connection tokens never reach a log line.
+//! What reaches the log: never an access token or a connection token, and
+//! no flood of warnings a client can provoke.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -79,4 +80,36 @@ async fn tokens_in_urls_never_reach_the_log() {
     for secret in [ACCESS_TOKEN, "wrong-access-token", &token, unknown] {
         logs.assert_absent(secret);
     }
+}
+
+/// A client sending bogus Completions by the thousand costs a warning per
+/// 1024, not one each.
+#[tokio::test]
+async fn bogus_completions_do_not_flood_the_warn_log() {
+    let (logs, _guard) = CapturedLogs::start();
+    let server = TestServer::default().await;
+    let mut client = server.json_client().await;
+    let mut frame = String::new();
+    for i in 0..3000 {
+        frame.push_str(&format!(
+            "{{\"type\":3,\"invocationId\":\"bogus-{i}\",\"result\":1}}{}",
+            common::RS
+        ));
+        if i % 100 == 99 {
+            client.send_text(&frame).await;
+            frame.clear();
+        }
+    }
+    // Once this is answered, every completion before it was handled.
+    let id = client.invoke("Echo", serde_json::json!(["done"])).await;
+    assert_eq!(client.completion(&id).await["result"], "done");
+    let warnings = logs
+        .text()
+        .lines()
+        .filter(|line| line.contains("WARN") && line.contains("completion refused"))
+        .count();
+    assert!(
+        (1..=3).contains(&warnings),
+        "{warnings} warnings for 3000 bogus completions"
+    );
 }
