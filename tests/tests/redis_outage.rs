@@ -214,7 +214,8 @@ async fn delivery_resumes_after_redis_restart() {
 
 #[tokio::test]
 async fn connect_to_unreachable_redis_fails_clearly() {
-    init_logging();
+    // Current-thread runtime: the Redis client's tasks log on this thread.
+    let (logs, _guard) = switchboard_tests::logs::CapturedLogs::start();
     // A port nobody listens on.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -234,6 +235,11 @@ async fn connect_to_unreachable_redis_fails_clearly() {
         }
         other => panic!("expected BackplaneUnavailable, got {other:?}"),
     }
+    // One clear line, as the README promises.
+    let text = logs.text();
+    let errors: Vec<_> = text.lines().filter(|line| line.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "{text}");
+    assert!(errors[0].contains("cannot connect to Redis"), "{text}");
 }
 
 #[tokio::test]

@@ -705,15 +705,20 @@ impl Inner {
     }
 
     /// Tells the server holding `connection_id` that the caller of
-    /// `invocation_id` gave up, from a task of its own.
+    /// `invocation_id` gave up, from a task of its own. Called from `Drop`,
+    /// so possibly outside a runtime (one shutting down): then nothing is
+    /// sent, and the owner forgets the call when it expires.
     fn spawn_cancel(self: &Arc<Self>, connection_id: &str, invocation_id: &str) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         let inner = self.clone();
         let channel = self.channels.connection(connection_id);
         let envelope = wire::encode_body(wire::Body::CancelInvocation(wire::CancelInvocation {
             invocation_id: invocation_id.to_owned(),
             connection_id: connection_id.to_owned(),
         }));
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             if let Err(e) = inner.publish(channel, envelope).await {
                 // The owner forgets the call when it expires.
                 tracing::debug!(error = %e, "could not tell the owner that a client-result call was given up");
