@@ -103,7 +103,7 @@ async fn invocations_race_disconnects(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_invocations_racing_disconnects_all_resolve() {
     let manager: Arc<dyn HubLifetimeManager> = Arc::new(InMemoryHubLifetimeManager::new());
-    invocations_race_disconnects(&manager, &manager, 20, 500).await;
+    invocations_race_disconnects(&manager, &manager, 40, 250).await;
     until_empty("the manager", || manager.stats()).await;
 }
 
@@ -112,7 +112,7 @@ async fn remote_invocations_racing_disconnects_all_resolve_and_leave_nothing() {
     let backend = RedisBackend::new();
     let caller = backend.server().await;
     let owner = backend.server().await;
-    invocations_race_disconnects(&caller, &owner, 20, 500).await;
+    invocations_race_disconnects(&caller, &owner, 40, 250).await;
     until_empty("the owner", || owner.stats()).await;
     until_empty("the caller", || caller.stats()).await;
 }
@@ -122,7 +122,7 @@ async fn remote_invocations_racing_disconnects_all_resolve_and_leave_nothing() {
 async fn invocations_racing_disconnects_on_one_redis_server_all_resolve() {
     let backend = RedisBackend::new();
     let server = backend.server().await;
-    invocations_race_disconnects(&server, &server, 10, 500).await;
+    invocations_race_disconnects(&server, &server, 20, 250).await;
     until_empty("the server", || server.stats()).await;
 }
 

@@ -157,8 +157,9 @@ async fn a_local_direct_send_can_overtake_an_earlier_group_send() {
     let b_dyn: Arc<dyn HubLifetimeManager> = b.clone();
     let mut client = TestClient::connect(&b_dyn).await;
     b.add_to_group(client.id(), "room").await.unwrap();
-    // What Redis pushes to b's subscriber connection takes 300 ms more.
-    link.set_subscriber_delay(Duration::from_millis(300));
+    // What Redis pushes to b's subscriber connection takes 1.5 s more: far
+    // longer than the sends below take, however loaded the machine.
+    link.set_subscriber_delay(Duration::from_millis(1500));
 
     for i in 0..3 {
         b.send_group("room", &message("m", (format!("group {i}"),)))

@@ -309,9 +309,9 @@ async fn cancel_invocation_stops_a_stream() {
     client.assert_nothing().await;
 }
 
-/// A hub whose `Track` method records how many of its calls run at once,
-/// holding each call for `ms` milliseconds.
-fn tracking_hub(max_parallel: usize, max_queued: usize) -> (Hub, Arc<AtomicUsize>) {
+/// A hub with the default limits whose `Track` method records how many of
+/// its calls run at once, holding each call for `ms` milliseconds.
+fn tracking_hub() -> (Hub, Arc<AtomicUsize>) {
     let peak = Arc::new(AtomicUsize::new(0));
     let running = Arc::new(AtomicUsize::new(0));
     let hub = Hub::builder()
@@ -328,15 +328,13 @@ fn tracking_hub(max_parallel: usize, max_queued: usize) -> (Hub, Arc<AtomicUsize
                 }
             }
         })
-        .max_parallel_invocations(max_parallel)
-        .max_queued_invocations(max_queued)
         .build(Arc::new(InMemoryHubLifetimeManager::new()));
     (hub, peak)
 }
 
 #[tokio::test]
 async fn invocations_of_one_connection_run_one_at_a_time_by_default() {
-    let (hub, peak) = tracking_hub(1, 32);
+    let (hub, peak) = tracking_hub();
     let mut client = json_client(&hub).await;
     // The first holds the only slot; the others wait for it, in order.
     client
@@ -356,24 +354,43 @@ async fn invocations_of_one_connection_run_one_at_a_time_by_default() {
 
 #[tokio::test]
 async fn a_full_invocation_queue_pauses_the_reader() {
-    let (hub, peak) = tracking_hub(1, 2);
-    let client = json_client(&hub).await;
+    // `Hold` keeps its slot until the test lets it go.
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let hub = Hub::builder()
+        .method("Hold", {
+            let release = release.clone();
+            move |_ctx, ()| {
+                let release = release.clone();
+                async move {
+                    let _permit = release.acquire().await;
+                    Ok::<_, HubError>(())
+                }
+            }
+        })
+        .max_queued_invocations(2)
+        .build(Arc::new(InMemoryHubLifetimeManager::new()));
+    let mut client = json_client(&hub).await;
     // One runs, two wait: each of these returns at once.
     for i in 0..3 {
-        within(client.invoke(Some(&format!("q{i}")), "Track", vec![client.arg(300)])).await;
+        within(client.invoke(Some(&format!("q{i}")), "Hold", vec![])).await;
     }
     // The fourth waits for room in the queue: handing it over does not
-    // complete while the first is still running.
-    let fourth = client.invoke(Some("q3"), "Track", vec![client.arg(0)]);
-    let mut fourth = std::pin::pin!(fourth);
-    assert!(
-        tokio::time::timeout(Duration::from_millis(100), fourth.as_mut())
-            .await
-            .is_err(),
-        "a fourth invocation was taken while the queue was full"
-    );
-    within(fourth).await;
-    assert_eq!(peak.load(Ordering::SeqCst), 1);
+    // complete while the first still holds the slot.
+    {
+        let fourth = client.invoke(Some("q3"), "Hold", vec![]);
+        let mut fourth = std::pin::pin!(fourth);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), fourth.as_mut())
+                .await
+                .is_err(),
+            "a fourth invocation was taken while the queue was full"
+        );
+        release.add_permits(4);
+        within(fourth).await;
+    }
+    for i in 0..4 {
+        assert_eq!(client.completion().await, (format!("q{i}"), Outcome::Void));
+    }
 }
 
 #[tokio::test]
