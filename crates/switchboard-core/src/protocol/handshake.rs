@@ -10,7 +10,7 @@ use super::{ProtocolError, RECORD_SEPARATOR};
 ///
 /// Parsed as sent; the caller decides whether it supports the protocol
 /// (see [`Protocol::from_name`](super::Protocol::from_name)) and the version
-/// (see [`PROTOCOL_VERSION`](super::PROTOCOL_VERSION)), and answers with
+/// (see [`is_version_supported`](super::is_version_supported)), and answers with
 /// [`write_handshake_response`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandshakeRequest {
