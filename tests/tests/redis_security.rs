@@ -43,6 +43,28 @@ async fn assert_backplane_works(options: RedisOptions) {
     );
 }
 
+/// A Redis whose only user is `switchboard` with `password` (the default
+/// user is off).
+fn acl_redis(password: &str) -> RedisProcess {
+    let password = format!(">{password}");
+    RedisProcess::start_with(
+        [
+            "--user",
+            "default",
+            "off",
+            "--user",
+            "switchboard",
+            "on",
+            &password,
+            "~*",
+            "&*",
+            "+@all",
+        ]
+        .map(String::from)
+        .to_vec(),
+    )
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -54,22 +76,7 @@ fn free_port() -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acl_user_and_password() {
     init_logging();
-    let redis = RedisProcess::start_with(
-        [
-            "--user",
-            "default",
-            "off",
-            "--user",
-            "switchboard",
-            "on",
-            ">s3cret",
-            "~*",
-            "&*",
-            "+@all",
-        ]
-        .map(String::from)
-        .to_vec(),
-    );
+    let redis = acl_redis("s3cret");
     let port = redis.port();
 
     assert_backplane_works(
@@ -205,22 +212,7 @@ async fn tls_with_a_private_ca() {
 async fn passwords_never_reach_logs_or_debug_output() {
     use switchboard_tests::logs::CapturedLogs;
     let (logs, _guard) = CapturedLogs::start();
-    let redis = RedisProcess::start_with(
-        [
-            "--user",
-            "default",
-            "off",
-            "--user",
-            "switchboard",
-            "on",
-            ">s3cret-right",
-            "~*",
-            "&*",
-            "+@all",
-        ]
-        .map(String::from)
-        .to_vec(),
-    );
+    let redis = acl_redis("s3cret-right");
     let port = redis.port();
     let secrets = ["s3cret-right", "s3cret-wrong"];
     let mut shown = Vec::new();

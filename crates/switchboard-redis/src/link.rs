@@ -10,9 +10,9 @@
 //! A connection can also die without any event: a NAT table or a load
 //! balancer drops it without a reset, and the socket stays open but
 //! carries nothing. [`heartbeat`] sends a PING on a connection every
-//! interval; one that is not answered in time means the connection is
-//! dead, and it is reconnected (and, for the subscriber, resubscribed from
-//! local state by the manager's maintenance task).
+//! interval; fred's unresponsive check then finds a PING left unanswered,
+//! closes the connection and reconnects (and the subscriber is resubscribed
+//! from local state by the manager's maintenance task).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -125,21 +125,25 @@ pub(crate) async fn watch_link<E: Clone, R: Clone>(
     }
 }
 
-/// PINGs `client` every `interval` while it is connected. A PING not
-/// answered within `timeout` means the connection died without a word: it
-/// is torn down and reconnected (fred then reports the reconnection, which
-/// restores subscriptions). `answered` is told the outcome of each PING.
+/// PINGs `client` every `interval` while it is connected, so that a
+/// connection that died silently has a command waiting on it: fred treats a
+/// connection that leaves a command unanswered for its unresponsive timeout
+/// (`unresponsive`, set in the client's configuration) as dead, closes it,
+/// reconnects and sends the PING again. `answered` is told whether each
+/// PING was answered. Should fred not have acted by twice that timeout (a
+/// backstop; it always has in tests), the connection is reconnected here.
 pub(crate) async fn heartbeat<C: ClientLike>(
     client: C,
     which: &'static str,
     interval: Duration,
-    timeout: Duration,
+    unresponsive: Duration,
     shutdown: CancellationToken,
     answered: impl Fn(bool),
 ) {
+    let backstop = unresponsive * 2 + Duration::from_secs(1);
     let options = Options {
         fail_fast: true,
-        timeout: Some(timeout),
+        timeout: Some(backstop),
         ..Options::default()
     };
     let pinging = client.with_options(&options);
@@ -154,19 +158,28 @@ pub(crate) async fn heartbeat<C: ClientLike>(
         }
         // fred's own timeout ends the PING; the outer one is a backstop.
         let ping = pinging.ping::<fred::types::Value>(None);
-        let ok = matches!(
-            tokio::time::timeout(timeout + Duration::from_secs(1), ping).await,
-            Ok(Ok(_))
-        );
-        answered(ok);
-        if !ok && client.is_connected() && !shutdown.is_cancelled() {
+        let stuck = match tokio::time::timeout(backstop + Duration::from_secs(1), ping).await {
+            Ok(Ok(_)) => {
+                answered(true);
+                continue;
+            }
+            // The connection failed under the PING: fred has already
+            // closed it and is reconnecting.
+            Ok(Err(e)) if *e.kind() != fred::error::ErrorKind::Timeout => {
+                tracing::debug!(connection = which, error = %e, "a heartbeat failed");
+                false
+            }
+            Ok(Err(_)) | Err(_) => true,
+        };
+        answered(false);
+        if stuck && client.is_connected() && !shutdown.is_cancelled() {
             tracing::warn!(
                 connection = which,
-                ?timeout,
+                timeout = ?backstop,
                 "Redis did not answer a heartbeat in time; reconnecting"
             );
             let reconnect = client.force_reconnection();
-            if tokio::time::timeout(timeout, reconnect).await.is_err() {
+            if tokio::time::timeout(unresponsive, reconnect).await.is_err() {
                 tracing::debug!(connection = which, "forcing a reconnection took too long");
             }
         }

@@ -298,9 +298,9 @@ impl HubSession {
         }
     }
 
-    /// Takes an invocation id and makes the token that cancels it; `None` if
-    /// the id is already in use (a protocol error by the client). Without
-    /// an id, only the token.
+    /// Takes an invocation id and makes the token that cancels it. Without
+    /// an id, only the token. `None` if the id is already in use (a protocol
+    /// error by the client), which is answered here.
     fn track(&self, invocation_id: Option<&str>) -> Option<(CancellationToken, Option<Tracked>)> {
         let token = self.state.closed.child_token();
         let Some(id) = invocation_id else {
@@ -308,6 +308,11 @@ impl HubSession {
         };
         let mut running = self.state.running.lock();
         if running.contains_key(id) {
+            drop(running);
+            self.reply_error(
+                invocation_id,
+                &format!("Invocation ID '{id}' is already in use."),
+            );
             return None;
         }
         running.insert(id.to_owned(), token.clone());
@@ -358,13 +363,7 @@ impl HubSession {
             Some(Method::Unary(method)) => method,
         };
         let Some((token, tracked)) = self.track(id) else {
-            return self.reply_error(
-                id,
-                &format!(
-                    "Invocation ID '{}' is already in use.",
-                    id.unwrap_or_default()
-                ),
-            );
+            return;
         };
         let ctx = self.call_context(token);
         let future = match self.bind(&target, || method(ctx, &arguments)) {
@@ -440,10 +439,7 @@ impl HubSession {
             Some(Method::Stream(method)) => method,
         };
         let Some((token, tracked)) = self.track(Some(&id)) else {
-            return self.reply_error(
-                Some(&id),
-                &format!("Invocation ID '{id}' is already in use."),
-            );
+            return;
         };
         let limit = self.hub.inner.options.max_streams_per_connection.max(1);
         if self.state.streams.fetch_add(1, Ordering::Relaxed) >= limit {
