@@ -13,6 +13,7 @@ pub mod conformance;
 pub mod logs;
 pub mod node;
 pub mod proxy;
+pub mod redis_cluster;
 pub mod redis_process;
 
 use std::sync::Arc;
@@ -53,6 +54,46 @@ pub struct MemoryBackend;
 impl Backend for MemoryBackend {
     async fn server(&self) -> Arc<dyn HubLifetimeManager> {
         Arc::new(switchboard_core::InMemoryHubLifetimeManager::new())
+    }
+}
+
+/// Scale-out managers on one in-process [`LoopbackBus`]: every server of
+/// the backend shares the bus, and no Redis is needed.
+///
+/// [`LoopbackBus`]: switchboard_backplane::LoopbackBus
+#[derive(Debug, Default)]
+pub struct LoopbackBackend {
+    bus: switchboard_backplane::LoopbackBus,
+}
+
+impl LoopbackBackend {
+    pub fn new() -> LoopbackBackend {
+        init_logging();
+        LoopbackBackend::default()
+    }
+
+    /// The bus the servers share.
+    pub fn bus(&self) -> &switchboard_backplane::LoopbackBus {
+        &self.bus
+    }
+
+    /// A new server on the bus.
+    pub async fn connect(
+        &self,
+    ) -> switchboard_backplane::ScaleOutManager<switchboard_backplane::LoopbackDriver> {
+        switchboard_backplane::ScaleOutManager::start(
+            self.bus.driver(),
+            switchboard_backplane::ScaleOutOptions::new().hub("test"),
+        )
+        .await
+        .unwrap()
+    }
+}
+
+#[async_trait]
+impl Backend for LoopbackBackend {
+    async fn server(&self) -> Arc<dyn HubLifetimeManager> {
+        Arc::new(self.connect().await)
     }
 }
 

@@ -22,7 +22,8 @@ pub fn redis_server_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("redis-server"))
 }
 
-fn free_port() -> u16 {
+/// A loopback port nothing listens on right now (the OS picks it).
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

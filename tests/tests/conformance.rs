@@ -42,35 +42,46 @@ mod memory {
     single_server_scenarios!(switchboard_tests::MemoryBackend);
 }
 
-mod redis {
-    single_server_scenarios!(switchboard_tests::RedisBackend::new());
+/// The multi-server scenarios, against `$backend`: every scale-out
+/// driver runs them, beside the single-server ones.
+macro_rules! scaleout_scenarios {
+    ($backend:expr) => {
+        single_server_scenarios!($backend);
+        scenarios!($backend;
+            scaleout_send_all_reaches_other_server,
+            scaleout_send_all_skips_disconnected_remote,
+            scaleout_send_connection_reaches_remote,
+            scaleout_send_group_reaches_remote_members,
+            scaleout_disconnect_removes_from_groups,
+            scaleout_remove_local_non_member_is_quiet,
+            scaleout_remove_remote_non_member_is_quiet,
+            scaleout_add_remote_connection_to_group,
+            scaleout_add_local_twice_delivers_once,
+            scaleout_add_local_then_remote_delivers_once,
+            scaleout_remove_remote_connection_from_group,
+            scaleout_send_local_connection_skips_backplane,
+            scaleout_failing_remote_write_does_not_fail_sender,
+            scaleout_failing_member_does_not_stop_others,
+            scaleout_send_user_reaches_all_servers,
+            scaleout_user_stays_subscribed_after_one_disconnect,
+            scaleout_client_result_returns_value,
+            scaleout_client_result_error_surfaces,
+            scaleout_client_result_to_nowhere_fails_at_once,
+            scaleout_client_result_target_disconnects,
+            scaleout_client_results_from_both_servers,
+            scaleout_client_result_unknown_id_message,
+            scaleout_client_result_wrong_type,
+            star_names_are_literal,
+            awkward_group_names_stay_apart,
+            frames_are_forwarded_byte_for_byte,
+        );
+    };
+}
 
-    scenarios!(switchboard_tests::RedisBackend::new();
-        scaleout_send_all_reaches_other_server,
-        scaleout_send_all_skips_disconnected_remote,
-        scaleout_send_connection_reaches_remote,
-        scaleout_send_group_reaches_remote_members,
-        scaleout_disconnect_removes_from_groups,
-        scaleout_remove_local_non_member_is_quiet,
-        scaleout_remove_remote_non_member_is_quiet,
-        scaleout_add_remote_connection_to_group,
-        scaleout_add_local_twice_delivers_once,
-        scaleout_add_local_then_remote_delivers_once,
-        scaleout_remove_remote_connection_from_group,
-        scaleout_send_local_connection_skips_backplane,
-        scaleout_failing_remote_write_does_not_fail_sender,
-        scaleout_failing_member_does_not_stop_others,
-        scaleout_send_user_reaches_all_servers,
-        scaleout_user_stays_subscribed_after_one_disconnect,
-        scaleout_client_result_returns_value,
-        scaleout_client_result_error_surfaces,
-        scaleout_client_result_to_nowhere_fails_at_once,
-        scaleout_client_result_target_disconnects,
-        scaleout_client_results_from_both_servers,
-        scaleout_client_result_unknown_id_message,
-        scaleout_client_result_wrong_type,
-        star_names_are_literal,
-        awkward_group_names_stay_apart,
-        frames_are_forwarded_byte_for_byte,
-    );
+mod loopback {
+    scaleout_scenarios!(switchboard_tests::LoopbackBackend::new());
+}
+
+mod redis {
+    scaleout_scenarios!(switchboard_tests::RedisBackend::new());
 }

@@ -5,12 +5,13 @@
 //! and starts a private instance for the tests. The crate uses the standard library only.
 //!
 //! `main` parses the command line and dispatches; [`redis`] finds, installs and runs
-//! `redis-server`; [`test`] holds the steps of `cargo xtask test`; [`bench`] those of
+//! `redis-server`; [`cluster`] runs three of them as a Redis Cluster; [`test`] holds the steps of `cargo xtask test`; [`bench`] those of
 //! `cargo xtask bench`; [`fuzz`] builds and runs the fuzz targets; [`demo`] runs two chat
 //! servers on one Redis; [`tools`] finds or installs the browser for the browser test;
 //! [`python`] makes the virtualenv of the Python interop test.
 
 mod bench;
+mod cluster;
 mod demo;
 mod fuzz;
 mod python;
@@ -32,10 +33,12 @@ Usage: cargo xtask <command> [options]
 Commands:
   test [--no-lint] [-- <cargo test args>...]
       Check formatting (cargo fmt) and lints (cargo clippy, warnings denied),
-      find or install redis-server and start it on a free loopback port, then run
+      find or install redis-server and start it on a free loopback port, and a
+      Redis Cluster of three masters beside it, then run
       `cargo test --workspace --all-targets` and `cargo test --workspace --doc`
-      with SWITCHBOARD_REDIS_URL and SWITCHBOARD_REDIS_SERVER set. Every step
-      runs; a summary follows, and the exit status is non-zero if any failed.
+      with SWITCHBOARD_REDIS_URL, SWITCHBOARD_REDIS_SERVER and
+      SWITCHBOARD_REDIS_CLUSTER_URL set. Every step runs; a summary follows,
+      and the exit status is non-zero if any failed.
         --no-lint   skip cargo fmt and cargo clippy
         -- <args>   pass <args> to both cargo test runs (a test name filter,
                     `-p <crate>`, or `-- --nocapture` for the test binaries)
@@ -63,8 +66,9 @@ Commands:
 
   redis
       Start redis-server on a free loopback port and print its URL, for running
-      tests by hand (SWITCHBOARD_REDIS_URL=<url> cargo test). It stops when a line
-      is read from stdin or stdin is closed (Enter or Ctrl-D), or on Ctrl-C.
+      tests by hand (SWITCHBOARD_REDIS_URL=<url> cargo test); a Redis Cluster
+      too, whose URL goes to stderr. They stop when a line is read from stdin
+      or stdin is closed (Enter or Ctrl-D), or on Ctrl-C.
 
   help
       Show this text.
@@ -72,6 +76,8 @@ Commands:
 redis-server is looked for in $SWITCHBOARD_REDIS_SERVER, then on PATH, then in
 /usr/bin, /usr/sbin and /usr/local/bin. If it is missing and xtask runs as root
 on a system with apt-get, Debian's `redis-server` package is installed.
+redis-cli, which creates the cluster, is looked for next to redis-server,
+then on PATH (Debian's `redis-tools`, which `redis-server` depends on).
 Port 6379 is never used: every run starts its own server.";
 
 /// What the command line asks for.

@@ -101,14 +101,14 @@ pub(crate) fn find_program(name: &str) -> Option<PathBuf> {
 
 /// Whether `path` is a file that may be executed.
 #[cfg(unix)]
-fn is_executable(path: &Path) -> bool {
+pub(crate) fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     fs::metadata(path).is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
 }
 
 /// Whether `path` is a file that may be executed.
 #[cfg(not(unix))]
-fn is_executable(path: &Path) -> bool {
+pub(crate) fn is_executable(path: &Path) -> bool {
     fs::metadata(path).is_ok_and(|meta| meta.is_file())
 }
 
@@ -199,11 +199,23 @@ impl RedisServer {
     /// Starts `binary` on a free loopback port, keeping its files under `work_dir`, and waits
     /// until it answers PING.
     pub(crate) fn start(binary: &Path, work_dir: &Path) -> Result<Self, String> {
+        Self::start_with(binary, work_dir, &[], free_port)
+    }
+
+    /// Like [`RedisServer::start`], with `extra_args` after the usual ones (a relative file name
+    /// in them is relative to the server's own directory, its `--dir`) and the port taken from
+    /// `pick_port`, asked again when the port it gave turns out to be taken.
+    pub(crate) fn start_with(
+        binary: &Path,
+        work_dir: &Path,
+        extra_args: &[&str],
+        pick_port: impl Fn() -> Result<u16, String>,
+    ) -> Result<Self, String> {
         fs::create_dir_all(work_dir)
             .map_err(|err| format!("could not create {}: {err}", work_dir.display()))?;
         let mut last_failure = String::new();
         for _ in 0..START_ATTEMPTS {
-            match Self::start_on(binary, work_dir, free_port()?) {
+            match Self::start_on(binary, work_dir, extra_args, pick_port()?) {
                 Ok(server) => return Ok(server),
                 Err(StartFailure::PortTaken(message)) => last_failure = message,
                 Err(StartFailure::Fatal(message)) => return Err(message),
@@ -214,8 +226,13 @@ impl RedisServer {
         ))
     }
 
-    /// One attempt at [`RedisServer::start`] on `port`.
-    fn start_on(binary: &Path, work_dir: &Path, port: u16) -> Result<Self, StartFailure> {
+    /// One attempt at [`RedisServer::start_with`] on `port`.
+    fn start_on(
+        binary: &Path,
+        work_dir: &Path,
+        extra_args: &[&str],
+        port: u16,
+    ) -> Result<Self, StartFailure> {
         let fatal = |what: &str, path: &Path, err: io::Error| {
             StartFailure::Fatal(format!("could not {what} {}: {err}", path.display()))
         };
@@ -255,6 +272,7 @@ impl RedisServer {
             .arg(&log)
             .arg("--dir")
             .arg(&dir)
+            .args(extra_args)
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
@@ -365,7 +383,7 @@ impl Drop for RedisServer {
 }
 
 /// Finds a loopback port that nothing listens on, by letting the OS pick one and releasing it.
-fn free_port() -> Result<u16, String> {
+pub(crate) fn free_port() -> Result<u16, String> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .map_err(|err| format!("could not bind a loopback port: {err}"))?;
     let port = listener
@@ -422,14 +440,16 @@ fn read_log(path: &Path) -> String {
     }
 }
 
-/// `cargo xtask redis`: starts a server, prints its URL, and stops it when stdin yields a line or
-/// reaches its end.
+/// `cargo xtask redis`: starts a server and a Redis Cluster of three masters beside it, prints
+/// the server's URL, and stops both when stdin yields a line or reaches its end. A cluster that
+/// cannot start only earns a warning.
 ///
 /// Without a signal-handling dependency xtask cannot catch Ctrl-C; it needs to, though, only for
 /// the cleanup, and Ctrl-C reaches redis-server directly (same process group).
 pub(crate) fn serve() -> Result<(), String> {
     let binary = find_or_install()?;
     let server = RedisServer::start(&binary, &crate::xtask_dir())?;
+    let cluster = crate::cluster::serve_beside(&binary);
     // The URL alone on stdout, for scripts; the rest is for people, on stderr.
     println!("{}", server.url());
     eprintln!(
@@ -438,9 +458,20 @@ pub(crate) fn serve() -> Result<(), String> {
         server.pid(),
         server.log().display()
     );
+    let mut cluster_env = String::new();
+    if let Some(cluster) = &cluster {
+        eprintln!(
+            "xtask: a Redis Cluster is running at {} (pids {:?}, logs in {}).",
+            cluster.url(),
+            cluster.pids(),
+            cluster.log_dir().display()
+        );
+        // Quoted: the URL holds `?` and `&`.
+        cluster_env = format!("{}='{}' ", crate::cluster::URL_ENV, cluster.url());
+    }
     eprintln!("xtask: to run the tests against it, from another shell:");
     eprintln!(
-        "    {URL_ENV}={} {SERVER_ENV}={} cargo test --workspace",
+        "    {URL_ENV}={} {SERVER_ENV}={} {cluster_env}cargo test --workspace",
         server.url(),
         server.binary().display()
     );
@@ -449,6 +480,10 @@ pub(crate) fn serve() -> Result<(), String> {
 
     // Any outcome, a line, end of input or a read error, means stop.
     let _ = io::stdin().lock().read_line(&mut String::new());
+    if cluster.is_some() {
+        drop(cluster);
+        eprintln!("xtask: the Redis Cluster stopped.");
+    }
     drop(server);
     eprintln!("xtask: {BINARY} stopped.");
     Ok(())

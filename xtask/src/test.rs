@@ -2,8 +2,9 @@
 //!
 //! The run is a list of [`Step`]s. Each runs even when an earlier one failed (a formatting slip
 //! should not hide a failing test), and each gets one line in the closing summary. Steps that
-//! need redis start it the first time one of them comes up; if it cannot start, they are
-//! reported as skipped.
+//! need redis start it, and a three-master Redis Cluster beside it, the first time one of them
+//! comes up; if the server cannot start, they are reported as skipped. If only the cluster
+//! cannot start, they run without [`cluster::URL_ENV`], and the tests that need it fail.
 
 use std::{
     ffi::OsString,
@@ -12,7 +13,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::redis::{self, RedisServer};
+use crate::{
+    cluster::{self, RedisCluster},
+    redis::{self, RedisServer},
+};
 
 /// What `cargo xtask test` was asked to do.
 #[derive(Debug)]
@@ -38,7 +42,8 @@ struct Step {
     /// fuzzing); `program` and `args` then only describe it.
     internal: Option<fn() -> Result<(), String>>,
     /// Whether it needs the redis-server: if so it runs with [`redis::URL_ENV`] and
-    /// [`redis::SERVER_ENV`] set, and is skipped if the server could not start.
+    /// [`redis::SERVER_ENV`] set (and [`cluster::URL_ENV`] if the cluster is running), and is
+    /// skipped if the server could not start.
     needs_redis: bool,
 }
 
@@ -242,17 +247,27 @@ struct Record {
 pub(crate) fn run(options: &Options) -> Result<(), String> {
     let steps = plan(options);
     let needs_redis = steps.iter().any(|step| step.needs_redis);
-    let total = steps.len() + usize::from(needs_redis);
+    // The server and the cluster are one step each.
+    let total = steps.len() + 2 * usize::from(needs_redis);
     let mut records = Vec::with_capacity(total);
     // Started on first need; `Err` once startup has failed, so it is not tried again.
     let mut server: Option<Result<RedisServer, ()>> = None;
+    // Started right after the server; `None` if it could not start.
+    let mut cluster: Option<RedisCluster> = None;
 
     for step in steps {
         let mut env = Vec::new();
         if step.needs_redis {
-            let server = server.get_or_insert_with(|| start_redis(&mut records, total));
+            let server = server.get_or_insert_with(|| {
+                let server = start_redis(&mut records, total);
+                cluster = start_cluster(&mut records, total, server.as_ref().ok());
+                server
+            });
             match server {
-                Ok(server) => env.extend(server.env()),
+                Ok(server) => {
+                    env.extend(server.env());
+                    env.extend(cluster.iter().flat_map(RedisCluster::env));
+                }
                 Err(()) => {
                     records.push(Record {
                         name: step.name,
@@ -275,6 +290,8 @@ pub(crate) fn run(options: &Options) -> Result<(), String> {
             },
             None => match Command::new(&step.program)
                 .args(&step.args)
+                // Only the cluster started here, never one named by xtask's own environment.
+                .env_remove(cluster::URL_ENV)
                 .envs(env)
                 .envs(step.env.iter().map(|(k, v)| (k, v)))
                 .current_dir(crate::project_root())
@@ -293,6 +310,11 @@ pub(crate) fn run(options: &Options) -> Result<(), String> {
     }
 
     // Stop redis before the summary, so that the summary is the last thing printed.
+    if let Some(cluster) = cluster {
+        let pids = cluster.pids();
+        drop(cluster);
+        println!("\nxtask: stopped the Redis Cluster (pids {pids:?})");
+    }
     if let Some(Ok(server)) = server {
         let pid = server.pid();
         drop(server);
@@ -334,6 +356,57 @@ fn start_redis(records: &mut Vec<Record>, total: usize) -> Result<RedisServer, (
         elapsed: started.elapsed(),
     });
     result.map_err(drop)
+}
+
+/// Starts the three-master Redis Cluster with the binary of the running `server`, recording the
+/// outcome as a step of its own: skipped if there is no server, failed if the cluster cannot
+/// start (the steps then run without it).
+fn start_cluster(
+    records: &mut Vec<Record>,
+    total: usize,
+    server: Option<&RedisServer>,
+) -> Option<RedisCluster> {
+    let Some(server) = server else {
+        records.push(Record {
+            name: "redis-cluster",
+            outcome: Outcome::Skipped,
+            elapsed: Duration::ZERO,
+        });
+        return None;
+    };
+    header(
+        records.len() + 1,
+        total,
+        "redis-cluster",
+        "start a Redis Cluster of three masters on free loopback ports",
+    );
+    let started = Instant::now();
+    let result = RedisCluster::start(server.binary(), &crate::xtask_dir());
+    let outcome = match &result {
+        Ok(cluster) => {
+            println!(
+                "xtask: a Redis Cluster is running at {} (pids {:?}, logs in {})",
+                cluster.url(),
+                cluster.pids(),
+                cluster.log_dir().display()
+            );
+            Outcome::Ok
+        }
+        Err(message) => {
+            eprintln!("xtask: error: {message}");
+            eprintln!(
+                "xtask: the steps run without {}; tests that need the cluster will fail",
+                cluster::URL_ENV
+            );
+            Outcome::Failed("could not start it".to_owned())
+        }
+    };
+    records.push(Record {
+        name: "redis-cluster",
+        outcome,
+        elapsed: started.elapsed(),
+    });
+    result.ok()
 }
 
 /// Prints the banner that opens a step.

@@ -155,6 +155,11 @@ impl ConnectionStore {
         self.state.read().groups.get(group).map_or(0, HashMap::len)
     }
 
+    /// The number of local connections of a user.
+    pub fn user_len(&self, user: &str) -> usize {
+        self.state.read().users.get(user).map_or(0, |c| c.len())
+    }
+
     /// Every group with at least one local member.
     pub fn group_names(&self) -> Vec<Arc<str>> {
         self.state.read().groups.keys().cloned().collect()

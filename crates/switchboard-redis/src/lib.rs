@@ -148,11 +148,20 @@
 //! URL). Redis client errors are wrapped as sources, never exposed in
 //! signatures.
 
-mod commands;
+mod client;
+mod driver;
 mod link;
-mod manager;
+mod node;
 mod options;
-mod subscriptions;
 
-pub use manager::RedisHubLifetimeManager;
+pub use driver::RedisDriver;
 pub use options::RedisOptions;
+pub use switchboard_backplane::ScaleOutOptions;
+
+/// A [`HubLifetimeManager`](switchboard_core::HubLifetimeManager) that spans
+/// every server connected to one Redis (or one Redis Cluster): the
+/// scale-out engine of `switchboard-backplane` on a [`RedisDriver`].
+///
+/// Made with `RedisHubLifetimeManager::connect(RedisOptions::new(url))`; see
+/// the [crate documentation](crate).
+pub type RedisHubLifetimeManager = switchboard_backplane::ScaleOutManager<RedisDriver>;

@@ -1,7 +1,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use switchboard_protocol::DEFAULT_MAX_ENVELOPE_SIZE;
+use switchboard_backplane::ScaleOutOptions;
 
 /// Settings of a [`RedisHubLifetimeManager`](crate::RedisHubLifetimeManager).
 ///
@@ -20,19 +20,14 @@ use switchboard_protocol::DEFAULT_MAX_ENVELOPE_SIZE;
 #[derive(Clone)]
 pub struct RedisOptions {
     pub(crate) url: String,
-    pub(crate) prefix: String,
-    pub(crate) hub: String,
-    pub(crate) server_name: Option<String>,
-    pub(crate) ack_timeout: Duration,
+    pub(crate) scale_out: ScaleOutOptions,
     pub(crate) publish_timeout: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) reconnect_max_delay: Duration,
     pub(crate) message_capacity: usize,
-    pub(crate) max_envelope_size: usize,
     pub(crate) tls_roots_pem: Option<Vec<u8>>,
     pub(crate) heartbeat_interval: Duration,
     pub(crate) unresponsive_timeout: Duration,
-    pub(crate) max_pending_group_commands: usize,
 }
 
 impl RedisOptions {
@@ -41,54 +36,45 @@ impl RedisOptions {
     pub fn new(url: impl Into<String>) -> RedisOptions {
         RedisOptions {
             url: url.into(),
-            prefix: String::new(),
-            hub: "hub".to_owned(),
-            server_name: None,
-            ack_timeout: Duration::from_secs(10),
+            scale_out: ScaleOutOptions::new(),
             publish_timeout: Duration::from_millis(750),
             connect_timeout: Duration::from_secs(5),
             reconnect_max_delay: Duration::from_secs(2),
             message_capacity: 16 * 1024,
-            max_envelope_size: DEFAULT_MAX_ENVELOPE_SIZE,
             tls_roots_pem: None,
             heartbeat_interval: Duration::from_secs(2),
             unresponsive_timeout: Duration::from_secs(5),
-            max_pending_group_commands: 10_000,
         }
     }
 
     /// Prepended to every channel name, so several applications can share
-    /// one Redis. May contain `:`; not `*`, `?`, `[`, `]`, `\` or spaces.
-    /// Default: empty.
+    /// one Redis: see [`ScaleOutOptions::prefix`]. Default: empty.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
+        self.scale_out = self.scale_out.prefix(prefix);
         self
     }
 
-    /// The hub's name; servers of one hub must use the same. No `:`.
-    /// Default: `hub`.
+    /// The hub's name: see [`ScaleOutOptions::hub`]. Default: `hub`.
     pub fn hub(mut self, hub: impl Into<String>) -> Self {
-        self.hub = hub.into();
+        self.scale_out = self.scale_out.hub(hub);
         self
     }
 
     /// The hub's name as configured.
     pub fn hub_name(&self) -> &str {
-        &self.hub
+        self.scale_out.hub_name()
     }
 
-    /// This server's name on the backplane (its ack and return channels).
-    /// Default: the host name and a random suffix. Must be unique among the
-    /// servers of a hub.
+    /// This server's name on the backplane: see
+    /// [`ScaleOutOptions::server_name`].
     pub fn server_name(mut self, name: impl Into<String>) -> Self {
-        self.server_name = Some(name.into());
+        self.scale_out = self.scale_out.server_name(name);
         self
     }
 
-    /// How long a remote group change waits for the owning server's
-    /// acknowledgement. Default: 10 s.
+    /// See [`ScaleOutOptions::ack_timeout`]. Default: 10 s.
     pub fn ack_timeout(mut self, timeout: Duration) -> Self {
-        self.ack_timeout = timeout;
+        self.scale_out = self.scale_out.ack_timeout(timeout);
         self
     }
 
@@ -122,11 +108,9 @@ impl RedisOptions {
         self
     }
 
-    /// The largest envelope sent or accepted, in bytes. Larger sends fail
-    /// with `MessageTooLarge`; larger arrivals are dropped and counted.
-    /// Default: 4 MiB.
+    /// See [`ScaleOutOptions::max_envelope_size`]. Default: 4 MiB.
     pub fn max_envelope_size(mut self, size: usize) -> Self {
-        self.max_envelope_size = size;
+        self.scale_out = self.scale_out.max_envelope_size(size);
         self
     }
 
@@ -149,13 +133,9 @@ impl RedisOptions {
         self
     }
 
-    /// How many group changes from other servers may wait to be applied on
-    /// this server (they run concurrently across connections, in order per
-    /// connection). Beyond this a change is refused at once: its sender gets
-    /// `GroupCommandRejected` rather than waiting for its acknowledgement
-    /// timeout. Default: 10 000.
+    /// See [`ScaleOutOptions::max_pending_group_commands`]. Default: 10 000.
     pub fn max_pending_group_commands(mut self, max: usize) -> Self {
-        self.max_pending_group_commands = max.max(1);
+        self.scale_out = self.scale_out.max_pending_group_commands(max);
         self
     }
 
@@ -173,25 +153,17 @@ impl fmt::Debug for RedisOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisOptions")
             .field("url", &redacted(&self.url))
-            .field("prefix", &self.prefix)
-            .field("hub", &self.hub)
-            .field("server_name", &self.server_name)
-            .field("ack_timeout", &self.ack_timeout)
+            .field("scale_out", &self.scale_out)
             .field("publish_timeout", &self.publish_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("reconnect_max_delay", &self.reconnect_max_delay)
             .field("message_capacity", &self.message_capacity)
-            .field("max_envelope_size", &self.max_envelope_size)
             .field(
                 "tls_root_certificates",
                 &self.tls_roots_pem.as_ref().map(|pem| pem.len()),
             )
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("unresponsive_timeout", &self.unresponsive_timeout)
-            .field(
-                "max_pending_group_commands",
-                &self.max_pending_group_commands,
-            )
             .finish()
     }
 }

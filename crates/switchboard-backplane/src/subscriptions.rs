@@ -1,23 +1,21 @@
-//! Ordered SUBSCRIBE / UNSUBSCRIBE on the subscriber connection.
+//! Ordered subscribe / unsubscribe through the driver.
 //!
 //! Membership changes (a group's first local member, a user's last local
 //! connection...) are turned into subscription commands while the change
 //! is made, under one lock, and queued here in that order. One worker sends
-//! them in order, batching runs of the same command into one multi-channel
-//! SUBSCRIBE or UNSUBSCRIBE. Without the single ordered queue, a quick
-//! leave-then-join could reach Redis as SUBSCRIBE-then-UNSUBSCRIBE and
-//! leave a group with a local member unsubscribed.
+//! them in order, batching runs of the same command into one driver call.
+//! Without the single ordered queue, a quick leave-then-join could reach
+//! the backplane as subscribe-then-unsubscribe and leave a group with a
+//! local member unsubscribed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
 
-use fred::clients::SubscriberClient;
-use fred::interfaces::{ClientLike, PubsubInterface};
-use fred::types::config::Options;
 use tokio::sync::{mpsc, oneshot};
 
-/// How many channels go into one SUBSCRIBE when re-subscribing everything.
+use crate::driver::BackplaneDriver;
+
+/// How many channels go into one driver call when re-subscribing everything.
 const RESYNC_CHUNK: usize = 4096;
 
 /// One queued subscription change.
@@ -26,7 +24,7 @@ pub(crate) enum Op {
     Subscribe(String),
     Unsubscribe(String),
     /// Subscribe to every channel the server needs (after a reconnect or a
-    /// failed command): idempotent on the Redis side.
+    /// failed command): idempotent on the backplane.
     Resync(Vec<String>),
     /// Sends nothing: done once every op queued before it is done. A group's
     /// second member waits on one, so that its join, too, returns only once
@@ -45,8 +43,8 @@ pub(crate) struct Request {
 #[derive(Debug, Clone)]
 pub(crate) struct Subscriptions {
     tx: mpsc::UnboundedSender<Request>,
-    /// Set when a command could not be applied (Redis unreachable); the
-    /// maintenance task then re-subscribes everything once Redis answers.
+    /// Set when a command could not be applied (backplane unreachable); the
+    /// maintenance task then re-subscribes everything once it answers.
     pub(crate) needs_resync: Arc<AtomicBool>,
     /// Ops queued and not yet done: raised when one is queued, lowered by
     /// the worker once it has reported the op done. Zero means every op
@@ -56,20 +54,13 @@ pub(crate) struct Subscriptions {
 
 impl Subscriptions {
     /// Starts the worker; it ends when every `Subscriptions` is dropped.
-    pub(crate) fn start(
-        subscriber: SubscriberClient,
-        timeout: Duration,
+    pub(crate) fn start<D: BackplaneDriver>(
+        driver: Arc<D>,
     ) -> (Subscriptions, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let needs_resync = Arc::new(AtomicBool::new(false));
         let in_flight = Arc::new(AtomicUsize::new(0));
-        let worker = tokio::spawn(run(
-            subscriber,
-            rx,
-            needs_resync.clone(),
-            in_flight.clone(),
-            timeout,
-        ));
+        let worker = tokio::spawn(run(driver, rx, needs_resync.clone(), in_flight.clone()));
         let subscriptions = Subscriptions {
             tx,
             needs_resync,
@@ -85,7 +76,7 @@ impl Subscriptions {
         self.in_flight.load(Ordering::Acquire) > 0
     }
 
-    /// Queues `op`; the receiver tells whether Redis applied it.
+    /// Queues `op`; the receiver tells whether the backplane applied it.
     ///
     /// Must be called while holding the manager's membership lock, so that
     /// ops are queued in the order the changes were made.
@@ -116,7 +107,7 @@ impl Subscriptions {
     }
 }
 
-/// Waits for queued ops; `true` if Redis applied all of them.
+/// Waits for queued ops; `true` if the backplane applied all of them.
 pub(crate) async fn applied(receivers: Vec<oneshot::Receiver<bool>>) -> bool {
     let mut ok = true;
     for rx in receivers {
@@ -125,41 +116,18 @@ pub(crate) async fn applied(receivers: Vec<oneshot::Receiver<bool>>) -> bool {
     ok
 }
 
-async fn resync(
-    subscriber: &SubscriberClient,
-    client: &fred::clients::WithOptions<SubscriberClient>,
-    channels: &[String],
-) -> bool {
-    if !subscriber.is_connected() {
+async fn resync<D: BackplaneDriver>(driver: &D, channels: &[String]) -> bool {
+    if !driver.is_connected() {
         return false;
     }
     for chunk in channels.chunks(RESYNC_CHUNK) {
-        if let Err(e) = client.subscribe(chunk.to_vec()).await {
+        if let Err(e) = driver.subscribe(chunk.to_vec()).await {
             tracing::warn!(error = %e, "re-subscribing failed; will retry");
             return false;
         }
     }
-    if let Err(e) = barrier(client).await {
-        tracing::warn!(error = %e, "re-subscribing failed; will retry");
-        return false;
-    }
     tracing::debug!(channels = channels.len(), "re-subscribed");
     true
-}
-
-/// Waits until Redis has processed every command sent before it on the
-/// subscriber connection.
-///
-/// fred completes SUBSCRIBE and UNSUBSCRIBE as soon as they are written
-/// (their confirmations arrive out of band), so a subscription is not yet
-/// active when `subscribe` returns, and a message published right after
-/// could be missed. Redis answers commands of one connection in order, and
-/// PING is allowed in subscribed mode: its answer proves the subscription
-/// changes before it are in effect.
-async fn barrier(
-    client: &fred::clients::WithOptions<SubscriberClient>,
-) -> Result<(), fred::error::Error> {
-    client.ping::<fred::types::Value>(None).await.map(drop)
 }
 
 impl Op {
@@ -188,19 +156,12 @@ enum Kind {
     Unsubscribe,
 }
 
-async fn run(
-    subscriber: SubscriberClient,
+async fn run<D: BackplaneDriver>(
+    driver: Arc<D>,
     mut rx: mpsc::UnboundedReceiver<Request>,
     needs_resync: Arc<AtomicBool>,
     in_flight: Arc<AtomicUsize>,
-    timeout: Duration,
 ) {
-    let options = Options {
-        fail_fast: true,
-        timeout: Some(timeout),
-        ..Options::default()
-    };
-    let client = subscriber.with_options(&options);
     let mut batch: Vec<Request> = Vec::with_capacity(256);
     while rx.recv_many(&mut batch, 1024).await > 0 {
         let mut requests = batch.drain(..).peekable();
@@ -209,7 +170,7 @@ async fn run(
                 Op::Subscribe(channel) => (Kind::Subscribe, channel),
                 Op::Unsubscribe(channel) => (Kind::Unsubscribe, channel),
                 Op::Resync(channels) => {
-                    let ok = resync(&subscriber, &client, &channels).await;
+                    let ok = resync(&*driver, &channels).await;
                     if !ok {
                         needs_resync.store(true, Ordering::Relaxed);
                     }
@@ -231,22 +192,14 @@ async fn run(
                 }
                 waiters.push(next.done);
             }
-            let ok = if subscriber.is_connected() {
-                let result = match kind {
-                    Kind::Subscribe => client.subscribe(channels).await,
-                    Kind::Unsubscribe => client.unsubscribe(channels).await,
-                };
-                let result = match result {
-                    Ok(()) => barrier(&client).await,
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = &result {
-                    tracing::warn!(error = %e, ?kind, "subscription change failed; will re-subscribe when Redis answers");
-                }
-                result.is_ok()
-            } else {
-                false
+            let result = match kind {
+                Kind::Subscribe => driver.subscribe(channels).await,
+                Kind::Unsubscribe => driver.unsubscribe(channels).await,
             };
+            if let Err(e) = &result {
+                tracing::warn!(error = %e, ?kind, "subscription change failed; will re-subscribe when the backplane answers");
+            }
+            let ok = result.is_ok();
             if !ok && kind == Kind::Subscribe {
                 needs_resync.store(true, Ordering::Relaxed);
             }

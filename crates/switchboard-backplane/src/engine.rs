@@ -1,15 +1,15 @@
+//! The scale-out engine: everything a hub spread over many servers needs
+//! that is not the backplane itself.
+
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use fred::clients::{Client, SubscriberClient};
-use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
-use fred::types::config::{Config, Options, ReconnectPolicy, TcpConfig, UnresponsiveConfig};
-use fred::types::{Builder, Message};
+use futures::StreamExt;
 use parking_lot::Mutex;
 use switchboard_channels::{ChannelKind, Channels};
 use switchboard_core::protocol::{Completion, Outcome, Protocol, RawValue};
@@ -19,13 +19,13 @@ use switchboard_core::{
     outcome_to_result, wait_for_response,
 };
 use switchboard_protocol as wire;
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::commands::{CommandQueue, Submitted};
-use crate::link;
-use crate::options::{RedisOptions, redacted};
+use crate::driver::{BackplaneDriver, DriverEvent, DriverEvents};
+use crate::options::ScaleOutOptions;
 use crate::subscriptions::{Op, Subscriptions, applied};
 
 /// The most client-result calls of local connections, started on other
@@ -41,42 +41,53 @@ const FORWARD_MARGIN: Duration = Duration::from_secs(5);
 /// forwarded calls to expire.
 const MAINTENANCE_TICK: Duration = Duration::from_millis(500);
 
-/// A [`HubLifetimeManager`] that spans every server connected to one Redis.
+/// A [`HubLifetimeManager`] that spans every server on one backplane,
+/// whatever carries it: the driver `D`.
 ///
 /// See the [crate documentation](crate) for how it works. A cheap-to-clone
-/// handle; call [`RedisHubLifetimeManager::shutdown`] to stop its
-/// background tasks and close its Redis connections.
-#[derive(Clone)]
-pub struct RedisHubLifetimeManager {
-    inner: Arc<Inner>,
+/// handle; call [`ScaleOutManager::shutdown`] to stop its background tasks
+/// and close the driver.
+pub struct ScaleOutManager<D: BackplaneDriver> {
+    inner: Arc<Inner<D>>,
 }
 
-struct Inner {
+impl<D: BackplaneDriver> Clone for ScaleOutManager<D> {
+    fn clone(&self) -> Self {
+        ScaleOutManager {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+/// A driver's settings, from which it connects: lets
+/// [`ScaleOutManager::connect`] validate the engine's settings, connect the
+/// driver and start the engine in one call.
+#[async_trait]
+pub trait DriverConfig: Send + Sized {
+    /// The driver these settings make.
+    type Driver: BackplaneDriver;
+
+    /// The engine's settings carried along.
+    fn scale_out(&self) -> &ScaleOutOptions;
+
+    /// Connects the driver.
+    async fn connect(self) -> Result<Self::Driver>;
+}
+
+struct Inner<D: BackplaneDriver> {
     /// Unique per server: the suffix of this server's ack and return channels.
     server_name: String,
     /// Channel names for this prefix and hub.
     channels: Channels,
     /// Timeouts and limits.
-    options: RedisOptions,
-    /// PUBLISH goes here. Separate from the subscriber, because a
-    /// connection in subscribe mode cannot publish.
-    publisher: Client,
-    /// Every SUBSCRIBE goes through here (via `subscriptions`).
-    subscriber: SubscriberClient,
-    /// Per-publish options: fail fast while disconnected, bounded wait.
-    publish_options: Options,
-    /// Whether the publishing connection is believed up: cleared the moment
-    /// fred reports the connection lost, set again when it reconnects. fred
-    /// still says "connected" for a moment after the socket dies; this flag
-    /// lets sends fail at once instead of waiting out the publish timeout.
-    /// Shared with the task that watches fred's events; an answered
-    /// heartbeat also sets it.
-    publisher_up: Arc<AtomicBool>,
+    options: ScaleOutOptions,
+    /// Carries every message between servers.
+    driver: Arc<D>,
     /// The local connections, groups and users.
     store: ConnectionStore,
     /// Held while a membership change is made in `store` and its
-    /// subscription op is queued, so ops reach Redis in the order of the
-    /// changes. Never held across `.await`.
+    /// subscription op is queued, so ops reach the driver in the order of
+    /// the changes. Never held across `.await`.
     membership: Mutex<()>,
     /// The ordered subscription queue.
     subscriptions: Subscriptions,
@@ -132,9 +143,10 @@ fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-impl fmt::Debug for RedisHubLifetimeManager {
+impl<D: BackplaneDriver> fmt::Debug for ScaleOutManager<D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisHubLifetimeManager")
+        f.debug_struct("ScaleOutManager")
+            .field("driver", &std::any::type_name::<D>())
             .field("server_name", &self.inner.server_name)
             .field("hub", &self.inner.channels.hub())
             .field("connections", &self.inner.store.len())
@@ -142,165 +154,62 @@ impl fmt::Debug for RedisHubLifetimeManager {
     }
 }
 
-fn unavailable(reason: impl Into<String>, source: Option<fred::error::Error>) -> Error {
-    Error::BackplaneUnavailable {
-        reason: reason.into(),
-        source: source.map(|e| Box::new(e) as switchboard_core::BoxError),
-    }
-}
-
-fn default_server_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_default();
-    let host: String = host
-        .trim()
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
-        .take(64)
-        .collect();
-    let host = if host.is_empty() {
-        "server".to_owned()
-    } else {
-        host
-    };
-    let mut suffix = switchboard_core::random_token();
-    suffix.truncate(12);
-    format!("{host}_{suffix}")
-}
-
-impl RedisHubLifetimeManager {
-    /// Connects to Redis and starts the backplane.
+impl<D: BackplaneDriver> ScaleOutManager<D> {
+    /// Validates the engine's settings, connects the driver, and starts the
+    /// engine on it.
     ///
-    /// Fails with [`Error::BackplaneUnavailable`] when Redis cannot be
-    /// reached within the connect timeout, and with
-    /// [`Error::InvalidName`] or [`Error::InvalidConfig`] for bad settings.
-    pub async fn connect(options: RedisOptions) -> Result<RedisHubLifetimeManager> {
-        let channels =
-            Channels::new(&options.prefix, &options.hub).map_err(|e| Error::InvalidName {
-                kind: "channel prefix or hub",
-                name: format!("{}{}", options.prefix, options.hub),
-                reason: e.to_string(),
-            })?;
-        let server_name = options
-            .server_name
-            .clone()
-            .unwrap_or_else(default_server_name);
-        switchboard_channels::validate_server_name(&server_name).map_err(|e| {
-            Error::InvalidName {
-                kind: "server",
-                name: server_name.clone(),
-                reason: e.to_string(),
-            }
-        })?;
+    /// Fails with [`Error::InvalidName`] or [`Error::InvalidConfig`] for
+    /// bad settings (before connecting anything), and with the driver's
+    /// error (usually [`Error::BackplaneUnavailable`]) when it cannot
+    /// connect.
+    pub async fn connect<C: DriverConfig<Driver = D>>(config: C) -> Result<ScaleOutManager<D>> {
+        let options = config.scale_out().clone();
+        options.validate()?;
+        let driver = config.connect().await?;
+        ScaleOutManager::start(driver, options).await
+    }
 
-        if !(options.url.starts_with("redis://") || options.url.starts_with("rediss://")) {
-            return Err(Error::InvalidConfig {
-                reason: format!(
-                    "Redis URL '{}' must start with redis:// or rediss://",
-                    redacted(&options.url)
-                ),
-            });
-        }
-        let mut config = Config::from_url(&options.url).map_err(|e| Error::InvalidConfig {
-            reason: format!("Redis URL: {e}"),
-        })?;
-        config.fail_fast = true;
-        if let Some(pem) = &options.tls_roots_pem {
-            if !options.url.starts_with("rediss://") {
-                return Err(Error::InvalidConfig {
-                    reason: "TLS root certificates are set but the URL is not rediss://".to_owned(),
-                });
+    /// Starts the engine on a connected driver: subscribes to the channels
+    /// every server listens on, then serves.
+    ///
+    /// Fails with [`Error::InvalidName`] for bad names, and with
+    /// [`Error::BackplaneUnavailable`] when those subscriptions cannot be
+    /// made (the driver is shut down then).
+    pub async fn start(driver: D, options: ScaleOutOptions) -> Result<ScaleOutManager<D>> {
+        let (channels, server_name) = match options.validate() {
+            Ok(names) => names,
+            Err(e) => {
+                driver.shutdown().await;
+                return Err(e);
             }
-            config.tls = Some(tls_config(pem)?);
-        }
-        let max_delay = u32::try_from(options.reconnect_max_delay.as_millis()).unwrap_or(u32::MAX);
-        let mut builder = Builder::from_config(config);
-        builder
-            // fred reconnects only when told to: retry forever, backing off.
-            .set_policy(ReconnectPolicy::new_exponential(
-                0,
-                50,
-                max_delay.max(50),
-                2,
-            ))
-            .with_performance_config(|perf| {
-                perf.broadcast_channel_capacity = options.message_capacity;
-            })
-            .with_connection_config(|conn| {
-                conn.connection_timeout = options.connect_timeout;
-                conn.internal_command_timeout = options.connect_timeout;
-                // A command (the heartbeat's PING, at the least) left
-                // unanswered this long means the connection is dead: fred
-                // closes it and reconnects.
-                conn.unresponsive = UnresponsiveConfig {
-                    max_timeout: Some(options.unresponsive_timeout),
-                    interval: (options.unresponsive_timeout / 4)
-                        .clamp(Duration::from_millis(10), Duration::from_secs(1)),
-                };
-                conn.tcp = TcpConfig {
-                    nodelay: Some(true),
-                    // For the kernel to notice a peer that vanished while
-                    // the connection is idle at the TCP level.
-                    keepalive: Some(
-                        socket2::TcpKeepalive::new()
-                            .with_time(Duration::from_secs(15))
-                            .with_interval(Duration::from_secs(5)),
-                    ),
-                    ..TcpConfig::default()
-                };
-            });
-        let build_error = |e: fred::error::Error| Error::InvalidConfig {
-            reason: format!("Redis client: {e}"),
         };
-        let publisher = builder.build().map_err(build_error)?;
-        let subscriber = builder.build_subscriber_client().map_err(build_error)?;
-
-        // Subscribe to the message stream before any SUBSCRIBE, so nothing
-        // published after a subscription is confirmed can be missed.
-        let messages = subscriber.message_rx();
-        let reconnects = subscriber.reconnect_rx();
-
-        let mut tasks = Vec::new();
-        tasks.push(start_client(&publisher, &options).await?);
-        tasks.push(start_client(&subscriber, &options).await?);
+        let driver = Arc::new(driver);
+        // Taken before any subscription, so nothing published after one is
+        // live can be missed.
+        let events = driver.events();
+        let (subscriptions, worker) = Subscriptions::start(driver.clone());
         // The channels every server always listens on. They go through the
         // same ordered queue as every other subscription and are restored
-        // with the rest after a reconnect (see `maintain`).
-        let (subscriptions, worker) =
-            Subscriptions::start(subscriber.clone(), options.publish_timeout);
-        tasks.push(worker);
+        // with the rest after a reconnect.
         let fixed = vec![
             channels.all(),
             channels.ack(&server_name),
             channels.client_return(&server_name),
         ];
         if !applied(vec![subscriptions.queue(Op::Resync(fixed))]).await {
-            for task in &tasks {
-                task.abort();
-            }
-            let _ = tokio::time::timeout(Duration::from_secs(1), subscriber.quit()).await;
-            let _ = tokio::time::timeout(Duration::from_secs(1), publisher.quit()).await;
-            return Err(unavailable("cannot subscribe to the hub's channels", None));
+            worker.abort();
+            driver.shutdown().await;
+            return Err(Error::BackplaneUnavailable {
+                reason: "cannot subscribe to the hub's channels".to_owned(),
+                source: None,
+            });
         }
-        let publisher_errors = publisher.error_rx();
-        let publisher_reconnects = publisher.reconnect_rx();
         let commands = CommandQueue::new(options.max_pending_group_commands);
-
-        let publish_options = Options {
-            fail_fast: true,
-            timeout: Some(options.publish_timeout),
-            ..Options::default()
-        };
         let inner = Arc::new(Inner {
             server_name,
             channels,
             options,
-            publisher,
-            subscriber,
-            publish_options,
-            publisher_up: Arc::new(AtomicBool::new(true)),
+            driver,
             store: ConnectionStore::new(),
             membership: Mutex::new(()),
             subscriptions,
@@ -314,51 +223,14 @@ impl RedisHubLifetimeManager {
             tasks: Mutex::new(Vec::new()),
         });
         let weak = Arc::downgrade(&inner);
-        tasks.push(tokio::spawn(pump(
-            weak.clone(),
-            messages,
-            inner.shutdown.clone(),
-        )));
-        tasks.push(tokio::spawn(maintain(
-            weak.clone(),
-            reconnects,
-            inner.shutdown.clone(),
-        )));
-        tasks.push(tokio::spawn(watch_publisher(
-            inner.publisher_up.clone(),
-            inner.server_name.clone(),
-            publisher_errors,
-            publisher_reconnects,
-            inner.shutdown.clone(),
-        )));
-        tasks.push(tokio::spawn({
-            let weak = weak.clone();
-            link::heartbeat(
-                inner.publisher.clone(),
-                "publisher",
-                inner.options.heartbeat_interval,
-                inner.options.unresponsive_timeout,
-                inner.shutdown.clone(),
-                move |answered| {
-                    // An answered PING proves the publisher is up, whatever
-                    // the last event said.
-                    if let (true, Some(inner)) = (answered, weak.upgrade()) {
-                        inner.publisher_up.store(true, Ordering::Relaxed);
-                    }
-                },
-            )
-        }));
-        tasks.push(tokio::spawn(link::heartbeat(
-            inner.subscriber.clone(),
-            "subscriber",
-            inner.options.heartbeat_interval,
-            inner.options.unresponsive_timeout,
-            inner.shutdown.clone(),
-            |_| {},
-        )));
+        let tasks = vec![
+            worker,
+            tokio::spawn(pump(weak.clone(), events, inner.shutdown.clone())),
+            tokio::spawn(maintain(weak, inner.shutdown.clone())),
+        ];
         inner.tasks.lock().extend(tasks);
-        tracing::info!(server = %inner.server_name, hub = %inner.channels.hub(), "connected to the Redis backplane");
-        Ok(RedisHubLifetimeManager { inner })
+        tracing::info!(server = %inner.server_name, hub = %inner.channels.hub(), "joined the backplane");
+        Ok(ScaleOutManager { inner })
     }
 
     /// This server's name on the backplane.
@@ -376,97 +248,40 @@ impl RedisHubLifetimeManager {
         &self.inner.store
     }
 
-    /// Whether both Redis connections are up right now.
+    /// The driver this engine runs on.
+    pub fn driver(&self) -> &D {
+        &self.inner.driver
+    }
+
+    /// Whether the backplane is reachable right now.
     pub fn is_connected(&self) -> bool {
-        self.inner.publisher.is_connected() && self.inner.subscriber.is_connected()
+        self.inner.driver.is_connected()
     }
 
     /// Stops the background tasks, fails pending client results with
-    /// [`Error::Shutdown`], and closes the Redis connections.
+    /// [`Error::Shutdown`], and shuts the driver down.
     pub async fn shutdown(&self) {
         let inner = &self.inner;
         inner.shutdown.cancel();
         for (_, waiter) in inner.results.drain() {
             let _ = waiter.send(Err(Error::Shutdown));
         }
-        let _ = tokio::time::timeout(Duration::from_secs(1), inner.subscriber.quit()).await;
-        let _ = tokio::time::timeout(Duration::from_secs(1), inner.publisher.quit()).await;
+        inner.driver.shutdown().await;
         for task in inner.tasks.lock().drain(..) {
             task.abort();
         }
     }
 }
 
-/// A TLS configuration that trusts exactly the CA certificates in `pem`.
-fn tls_config(pem: &[u8]) -> Result<fred::types::config::TlsConfig> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-
-    let invalid = |reason: String| Error::InvalidConfig { reason };
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(pem) {
-        let cert = cert.map_err(|e| invalid(format!("TLS root certificates: {e}")))?;
-        roots
-            .add(cert)
-            .map_err(|e| invalid(format!("TLS root certificate: {e}")))?;
-    }
-    if roots.is_empty() {
-        return Err(invalid(
-            "no certificate in the TLS root certificates".to_owned(),
-        ));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| invalid(format!("TLS: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(fred::types::config::TlsConnector::from(client).into())
-}
-
-/// Connects one client within the connect timeout; returns a task that
-/// logs how its connection ends.
-async fn start_client<C: ClientLike>(client: &C, options: &RedisOptions) -> Result<JoinHandle<()>> {
-    match tokio::time::timeout(options.connect_timeout, client.init()).await {
-        Ok(Ok(handle)) => Ok(tokio::spawn(async move {
-            if let Ok(Err(e)) = handle.await {
-                tracing::debug!(error = %e, "Redis connection task ended");
-            }
-        })),
-        Ok(Err(e)) => {
-            tracing::error!(url = %redacted(&options.url), error = %e, "cannot connect to Redis");
-            Err(unavailable(
-                format!("cannot connect to Redis: {e}"),
-                Some(e),
-            ))
-        }
-        Err(_) => {
-            tracing::error!(url = %redacted(&options.url), timeout = ?options.connect_timeout, "cannot connect to Redis: timed out");
-            let _ = tokio::time::timeout(Duration::from_millis(100), client.quit()).await;
-            Err(unavailable(
-                format!(
-                    "cannot connect to Redis within {:?}",
-                    options.connect_timeout
-                ),
-                None,
-            ))
-        }
-    }
-}
-
-impl Drop for Inner {
+impl<D: BackplaneDriver> Drop for Inner<D> {
     fn drop(&mut self) {
         self.shutdown.cancel();
         for task in self.tasks.get_mut().drain(..) {
             task.abort();
         }
-        let publisher = self.publisher.clone();
-        let subscriber = self.subscriber.clone();
+        let driver = self.driver.clone();
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(1), subscriber.quit()).await;
-                let _ = tokio::time::timeout(Duration::from_secs(1), publisher.quit()).await;
-            });
+            handle.spawn(async move { driver.shutdown().await });
         }
     }
 }
@@ -518,37 +333,24 @@ fn result_invocation_envelope(
     }))
 }
 
-impl Inner {
-    /// PUBLISHes one envelope; returns how many subscribers received it.
-    async fn publish(&self, channel: String, envelope: Bytes) -> Result<i64> {
+impl<D: BackplaneDriver> Inner<D> {
+    /// Publishes one envelope; returns how many servers received it, when
+    /// the driver knows.
+    async fn publish(&self, channel: String, envelope: Bytes) -> Result<Option<u64>> {
         if envelope.len() > self.options.max_envelope_size {
             return Err(Error::MessageTooLarge {
                 size: envelope.len(),
                 limit: self.options.max_envelope_size,
             });
         }
-        if !self.publisher_up.load(Ordering::Relaxed) || !self.publisher.is_connected() {
-            bump(&self.counters.publish_errors);
-            return Err(unavailable("not connected to Redis", None));
-        }
-        // fred's publish future is several kilobytes. Boxed once here, the
-        // futures of every send method stay small: the trait's boxed
-        // futures and their callers' futures no longer embed it, so no send
-        // copies kilobytes from one future to the next.
-        let result = Box::pin(
-            self.publisher
-                .with_options(&self.publish_options)
-                .publish::<i64, _, _>(channel, envelope),
-        )
-        .await;
-        match result {
+        match self.driver.publish(channel, envelope).await {
             Ok(receivers) => {
                 bump(&self.counters.published);
                 Ok(receivers)
             }
             Err(e) => {
                 bump(&self.counters.publish_errors);
-                Err(unavailable(format!("publish failed: {e}"), Some(e)))
+                Err(e)
             }
         }
     }
@@ -587,7 +389,7 @@ impl Inner {
                         .queue(Op::Subscribe(self.channels.group(group))),
                 ),
                 // Another member came first; the subscription it started
-                // may still be on its way to Redis: this join, too, returns
+                // may still be on its way to the backplane: this join, too, returns
                 // only once it is live.
                 Ok(_) => self
                     .subscriptions
@@ -599,7 +401,10 @@ impl Inner {
         };
         if let Some(wait) = wait {
             if !applied(vec![wait]).await {
-                tracing::warn!(group, "group subscription pending until Redis answers");
+                tracing::warn!(
+                    group,
+                    "group subscription pending until the backplane answers"
+                );
             }
         }
         Some(Ok(()))
@@ -651,7 +456,7 @@ impl Inner {
             .publish(self.channels.connection(connection_id), envelope)
             .await?;
         let adding = action == wire::Action::Add;
-        if receivers == 0 {
+        if receivers == Some(0) {
             // No server holds the connection.
             return Err(Error::ConnectionNotFound {
                 connection_id: connection_id.to_owned(),
@@ -775,13 +580,45 @@ impl Inner {
         self.subscriptions.queue_detached(Op::Resync(wanted));
     }
 
-    /// Handles one message from Redis.
-    fn on_message(self: &Arc<Self>, message: Message) {
-        let Some(payload) = message.value.into_bytes() else {
-            bump(&self.counters.malformed);
+    /// Subscribes again to those of `channels` this server still needs:
+    /// the backplane dropped them (a Redis Cluster slot moved).
+    fn restore(&self, channels: Vec<String>) {
+        let _order = self.membership.lock();
+        let wanted: Vec<String> = channels
+            .into_iter()
+            .filter(|name| self.still_wanted(name))
+            .collect();
+        if wanted.is_empty() {
             return;
-        };
-        let Some(kind) = self.channels.parse(&message.channel) else {
+        }
+        tracing::info!(
+            channels = wanted.len(),
+            "the backplane dropped subscriptions; subscribing again"
+        );
+        self.subscriptions.queue_detached(Op::Resync(wanted));
+    }
+
+    /// Whether this server needs a subscription to `channel` now. Called
+    /// under the membership lock.
+    fn still_wanted(&self, channel: &str) -> bool {
+        match self.channels.parse(channel) {
+            Some(ChannelKind::All) => true,
+            Some(ChannelKind::Ack(server) | ChannelKind::Return(server)) => {
+                server == self.server_name
+            }
+            Some(ChannelKind::Connection(id)) => self.store.contains(id),
+            Some(ChannelKind::Group(group)) => self.store.group_len(group) > 0,
+            Some(ChannelKind::User(user)) => self.store.user_len(user) > 0,
+            _ => false,
+        }
+    }
+
+    /// Handles one message from the backplane.
+    fn on_message(self: &Arc<Self>, channel: &[u8], payload: Bytes) {
+        let Some(kind) = std::str::from_utf8(channel)
+            .ok()
+            .and_then(|name| self.channels.parse(name))
+        else {
             bump(&self.counters.malformed);
             return;
         };
@@ -791,7 +628,7 @@ impl Inner {
                 bump(&self.counters.oversize);
                 rate_limited_warn(
                     &self.counters.oversize,
-                    || tracing::warn!(channel = %message.channel, size, limit, "dropped an oversized backplane message"),
+                    || tracing::warn!(channel = %String::from_utf8_lossy(channel), size, limit, "dropped an oversized backplane message"),
                 );
                 return;
             }
@@ -799,7 +636,7 @@ impl Inner {
                 bump(&self.counters.malformed);
                 rate_limited_warn(
                     &self.counters.malformed,
-                    || tracing::warn!(channel = %message.channel, error = %e, "dropped a malformed backplane message"),
+                    || tracing::warn!(channel = %String::from_utf8_lossy(channel), error = %e, "dropped a malformed backplane message"),
                 );
                 return;
             }
@@ -859,7 +696,7 @@ impl Inner {
             bump(&self.counters.malformed);
             rate_limited_warn(
                 &self.counters.malformed,
-                || tracing::warn!(channel = %message.channel, "dropped a backplane message of the wrong kind for its channel"),
+                || tracing::warn!(channel = %String::from_utf8_lossy(channel), "dropped a backplane message of the wrong kind for its channel"),
             );
         }
     }
@@ -1069,15 +906,15 @@ fn rate_limited_warn(counter: &AtomicU64, log: impl FnOnce()) {
 
 /// Tells the owner of a connection to forget a client-result call when the
 /// caller stops waiting without an answer.
-struct GiveUpOnDrop<'a> {
-    inner: &'a Arc<Inner>,
+struct GiveUpOnDrop<'a, D: BackplaneDriver> {
+    inner: &'a Arc<Inner<D>>,
     connection_id: &'a str,
     invocation_id: &'a str,
     /// Whether the call ended without an answer from the owner.
     armed: bool,
 }
 
-impl Drop for GiveUpOnDrop<'_> {
+impl<D: BackplaneDriver> Drop for GiveUpOnDrop<'_, D> {
     fn drop(&mut self) {
         if self.armed {
             self.inner
@@ -1098,77 +935,57 @@ impl Drop for AckGuard<'_> {
     }
 }
 
-/// Drains Redis messages and dispatches them: the single consumer of the
-/// subscriber's message stream.
-async fn pump(
-    inner: Weak<Inner>,
-    mut messages: broadcast::Receiver<Message>,
+/// Drains the driver's events and dispatches them: the single consumer
+/// of the driver's stream.
+async fn pump<D: BackplaneDriver>(
+    inner: Weak<Inner<D>>,
+    mut events: DriverEvents,
     shutdown: CancellationToken,
 ) {
     loop {
-        let received = tokio::select! {
+        let event = tokio::select! {
             () = shutdown.cancelled() => break,
-            received = messages.recv() => received,
+            event = events.next() => event,
         };
-        let Some(inner) = inner.upgrade() else { break };
-        match received {
-            Ok(message) => inner.on_message(message),
-            Err(broadcast::error::RecvError::Lagged(n)) => {
+        let (Some(event), Some(inner)) = (event, inner.upgrade()) else {
+            break;
+        };
+        match event {
+            DriverEvent::Message { channel, payload } => inner.on_message(&channel, payload),
+            DriverEvent::Lagged(n) => {
                 inner.counters.lagged.fetch_add(n, Ordering::Relaxed);
                 tracing::warn!(
                     lost = n,
                     "the backplane dispatcher fell behind; messages were lost"
                 );
             }
-            Err(broadcast::error::RecvError::Closed) => break,
+            DriverEvent::Connected => {
+                tracing::info!(server = %inner.server_name, "connected to the backplane; restoring subscriptions");
+                inner
+                    .subscriptions
+                    .needs_resync
+                    .store(false, Ordering::Relaxed);
+                inner.resync();
+            }
+            DriverEvent::Disconnected => {
+                tracing::debug!(server = %inner.server_name, "the backplane link is down");
+            }
+            DriverEvent::SubscriptionsLost(channels) => inner.restore(channels),
         }
     }
 }
 
-/// Tracks whether the publishing connection is up, from fred's events (see
-/// [`link::watch_link`]).
-async fn watch_publisher(
-    up: Arc<AtomicBool>,
-    server_name: String,
-    errors: broadcast::Receiver<(fred::error::Error, Option<fred::types::config::Server>)>,
-    reconnects: broadcast::Receiver<fred::types::config::Server>,
-    shutdown: CancellationToken,
-) {
-    link::watch_link(&up, errors, reconnects, shutdown, |now_up| {
-        if now_up {
-            tracing::info!(server = %server_name, "Redis connection restored");
-        } else {
-            tracing::warn!(server = %server_name, "lost the Redis connection; sends fail until it is back");
-        }
-    })
-    .await;
-}
-
-/// Re-subscribes after reconnects and after failed subscription changes.
-async fn maintain(
-    inner: Weak<Inner>,
-    mut reconnects: broadcast::Receiver<fred::types::config::Server>,
-    shutdown: CancellationToken,
-) {
+/// Re-subscribes after failed subscription changes, and forgets forwarded
+/// client-result calls past their expiry.
+async fn maintain<D: BackplaneDriver>(inner: Weak<Inner<D>>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(MAINTENANCE_TICK);
     loop {
-        let reconnected = tokio::select! {
+        tokio::select! {
             () = shutdown.cancelled() => break,
-            r = reconnects.recv() => match r {
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => true,
-                Err(broadcast::error::RecvError::Closed) => break,
-            },
-            _ = tick.tick() => false,
+            _ = tick.tick() => {}
         };
         let Some(inner) = inner.upgrade() else { break };
-        if reconnected {
-            tracing::info!(server = %inner.server_name, "reconnected to Redis; restoring subscriptions");
-            inner
-                .subscriptions
-                .needs_resync
-                .store(false, Ordering::Relaxed);
-            inner.resync();
-        } else if inner.subscriber.is_connected()
+        if inner.driver.is_connected()
             && inner
                 .subscriptions
                 .needs_resync
@@ -1176,14 +993,12 @@ async fn maintain(
         {
             inner.resync();
         }
-        if !reconnected {
-            inner.expire_forwarded();
-        }
+        inner.expire_forwarded();
     }
 }
 
 #[async_trait]
-impl HubLifetimeManager for RedisHubLifetimeManager {
+impl<D: BackplaneDriver> HubLifetimeManager for ScaleOutManager<D> {
     async fn on_connected(&self, connection: Connection) -> Result<()> {
         let inner = &self.inner;
         let waits = {
@@ -1204,7 +1019,7 @@ impl HubLifetimeManager for RedisHubLifetimeManager {
             waits
         };
         if !applied(waits).await {
-            tracing::warn!(connection_id = %connection.id(), "Redis unavailable: the connection is served locally and subscribed when Redis returns");
+            tracing::warn!(connection_id = %connection.id(), "backplane unavailable: the connection is served locally and subscribed when the backplane returns");
         }
         Ok(())
     }
@@ -1282,7 +1097,7 @@ impl HubLifetimeManager for RedisHubLifetimeManager {
         connection_id: &str,
         message: &SerializedMessage,
     ) -> Result<()> {
-        // A local connection is served directly: no round trip through Redis.
+        // A local connection is served directly: no round trip through the backplane.
         if self.inner.store.deliver_connection(connection_id, message) {
             return Ok(());
         }
@@ -1389,7 +1204,7 @@ impl HubLifetimeManager for RedisHubLifetimeManager {
         let receivers = inner
             .publish(inner.channels.connection(connection_id), envelope)
             .await?;
-        if receivers == 0 {
+        if receivers == Some(0) {
             return Err(Error::ConnectionNotFound {
                 connection_id: connection_id.to_owned(),
             });

@@ -1,0 +1,100 @@
+//! The driver for one Redis server (or a primary with replicas behind one
+//! address): PUBLISH, SUBSCRIBE and UNSUBSCRIBE.
+
+use bytes::Bytes;
+use fred::interfaces::{ClientLike, PubsubInterface};
+use switchboard_backplane::DriverEvents;
+use switchboard_core::Result;
+
+use crate::client::{Clients, unavailable};
+use crate::options::RedisOptions;
+
+/// One Redis node as a backplane.
+pub(crate) struct NodeDriver {
+    clients: Clients,
+}
+
+impl NodeDriver {
+    pub(crate) async fn connect(options: &RedisOptions) -> Result<NodeDriver> {
+        Ok(NodeDriver {
+            clients: Clients::connect(options).await?,
+        })
+    }
+
+    pub(crate) async fn publish(&self, channel: String, payload: Bytes) -> Result<Option<u64>> {
+        let clients = &self.clients;
+        clients.check_publisher()?;
+        // fred's publish future is several kilobytes. Boxed here, the
+        // futures of the engine's send methods stay small.
+        let receivers = Box::pin(
+            clients
+                .publisher
+                .with_options(&clients.command_options)
+                .publish::<i64, _, _>(channel, payload),
+        )
+        .await
+        .map_err(|e| unavailable(format!("publish failed: {e}"), Some(e)))?;
+        // The count of subscribed clients that received it: with one node,
+        // exactly the servers listening on the channel.
+        Ok(Some(u64::try_from(receivers).unwrap_or(0)))
+    }
+
+    pub(crate) async fn subscribe(&self, channels: Vec<String>) -> Result<()> {
+        let clients = &self.clients;
+        clients.check_subscriber()?;
+        let client = clients.subscriber.with_options(&clients.command_options);
+        client
+            .subscribe(channels)
+            .await
+            .map_err(|e| unavailable(format!("SUBSCRIBE failed: {e}"), Some(e)))?;
+        self.barrier().await
+    }
+
+    pub(crate) async fn unsubscribe(&self, channels: Vec<String>) -> Result<()> {
+        let clients = &self.clients;
+        clients.check_subscriber()?;
+        let client = clients.subscriber.with_options(&clients.command_options);
+        client
+            .unsubscribe(channels)
+            .await
+            .map_err(|e| unavailable(format!("UNSUBSCRIBE failed: {e}"), Some(e)))?;
+        self.barrier().await
+    }
+
+    /// Waits until Redis has processed every command sent before it on the
+    /// subscriber connection.
+    ///
+    /// fred completes SUBSCRIBE and UNSUBSCRIBE as soon as they are written
+    /// (their confirmations arrive out of band), so a subscription is not
+    /// yet active when `subscribe` returns, and a message published right
+    /// after could be missed. Redis answers the commands of one connection
+    /// in order, and PING is allowed in subscribed mode: its answer proves
+    /// the subscription changes before it are in effect.
+    async fn barrier(&self) -> Result<()> {
+        let clients = &self.clients;
+        clients
+            .subscriber
+            .with_options(&clients.command_options)
+            .ping::<fred::types::Value>(None)
+            .await
+            .map(drop)
+            .map_err(|e| {
+                unavailable(
+                    format!("PING after a subscription change failed: {e}"),
+                    Some(e),
+                )
+            })
+    }
+
+    pub(crate) fn events(&self) -> DriverEvents {
+        self.clients.events()
+    }
+
+    pub(crate) fn is_connected(&self) -> bool {
+        self.clients.is_connected()
+    }
+
+    pub(crate) async fn shutdown(&self) {
+        self.clients.shutdown().await;
+    }
+}
