@@ -314,6 +314,12 @@ impl RedisBackend {
         RedisBackend::with_url(redis_url())
     }
 
+    /// Redis managers on the local Redis Cluster from
+    /// [`redis_cluster::redis_cluster_url`].
+    pub fn cluster() -> RedisBackend {
+        RedisBackend::with_url(redis_cluster::redis_cluster_url())
+    }
+
     pub fn with_url(url: String) -> RedisBackend {
         init_logging();
         RedisBackend {

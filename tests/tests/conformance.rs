@@ -85,3 +85,7 @@ mod loopback {
 mod redis {
     scaleout_scenarios!(switchboard_tests::RedisBackend::new());
 }
+
+mod redis_cluster {
+    scaleout_scenarios!(switchboard_tests::RedisBackend::cluster());
+}

@@ -45,6 +45,9 @@ struct Step {
     /// [`redis::SERVER_ENV`] set (and [`cluster::URL_ENV`] if the cluster is running), and is
     /// skipped if the server could not start.
     needs_redis: bool,
+    /// Whether it runs against the Redis Cluster instead: [`redis::URL_ENV`] then holds the
+    /// cluster's URL, and the step fails if the cluster is not running.
+    on_cluster: bool,
 }
 
 impl Step {
@@ -62,6 +65,7 @@ impl Step {
             env: Vec::new(),
             internal: None,
             needs_redis: false,
+            on_cluster: false,
         }
     }
 
@@ -82,6 +86,14 @@ impl Step {
     /// Marks the step as needing the redis-server.
     fn with_redis(mut self) -> Self {
         self.needs_redis = true;
+        self
+    }
+
+    /// Marks the step as needing the Redis Cluster, handed over as [`redis::URL_ENV`] (the
+    /// programs it runs take one Redis URL, of either kind).
+    fn on_cluster(mut self) -> Self {
+        self.needs_redis = true;
+        self.on_cluster = true;
         self
     }
 
@@ -168,6 +180,10 @@ fn external_tiers() -> Vec<Step> {
         Step::program("interop", "npm", &["test", "--prefix", &interop])
             .with_env("SWITCHBOARD_CHAT_BIN", chat.clone())
             .with_redis(),
+        // The same, with both chat servers on the Redis Cluster (sharded pub/sub).
+        Step::program("interop-cluster", "npm", &["test", "--prefix", &interop])
+            .with_env("SWITCHBOARD_CHAT_BIN", chat.clone())
+            .on_cluster(),
         Step::internal(
             "python-venv",
             "create (or reuse) the virtualenv of tests/interop/python/requirements.txt",
@@ -267,6 +283,21 @@ pub(crate) fn run(options: &Options) -> Result<(), String> {
                 Ok(server) => {
                     env.extend(server.env());
                     env.extend(cluster.iter().flat_map(RedisCluster::env));
+                    if step.on_cluster {
+                        match &cluster {
+                            Some(cluster) => env.push((redis::URL_ENV, cluster.url().into())),
+                            None => {
+                                records.push(Record {
+                                    name: step.name,
+                                    outcome: Outcome::Failed(
+                                        "the Redis Cluster is not running".to_owned(),
+                                    ),
+                                    elapsed: Duration::ZERO,
+                                });
+                                continue;
+                            }
+                        }
+                    }
                 }
                 Err(()) => {
                     records.push(Record {
@@ -471,6 +502,7 @@ mod tests {
                 "chat-build",
                 "npm-ci",
                 "interop",
+                "interop-cluster",
                 "python-venv",
                 "interop-python",
                 "chromium",
@@ -495,6 +527,17 @@ mod tests {
                 .env
                 .iter()
                 .any(|(key, _)| *key == "SWITCHBOARD_CHAT_BIN")
+        );
+        let on_cluster: Vec<_> = steps
+            .iter()
+            .filter(|step| step.on_cluster)
+            .map(|step| step.name)
+            .collect();
+        assert_eq!(on_cluster, ["interop-cluster"]);
+        assert!(
+            steps
+                .iter()
+                .all(|step| !step.on_cluster || step.needs_redis)
         );
         let python = steps
             .iter()

@@ -85,8 +85,12 @@ pub enum DriverEvent {
     /// The link to the backplane is down; sends fail until
     /// [`Connected`](DriverEvent::Connected).
     Disconnected,
-    /// The backplane ended these subscriptions by itself (on a Redis
-    /// Cluster: the channels' slot moved to another node). The engine
+    /// The backplane may have ended some subscriptions by itself without
+    /// saying which (on a Redis Cluster: slots moved, or a replica took
+    /// over). The engine subscribes again to every channel it needs, as
+    /// after [`Connected`](DriverEvent::Connected).
+    Resubscribe,
+    /// The backplane ended these subscriptions by itself. The engine
     /// subscribes again to those it still needs.
     SubscriptionsLost(Vec<String>),
 }

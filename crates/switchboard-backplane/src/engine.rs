@@ -581,7 +581,7 @@ impl<D: BackplaneDriver> Inner<D> {
     }
 
     /// Subscribes again to those of `channels` this server still needs:
-    /// the backplane dropped them (a Redis Cluster slot moved).
+    /// the backplane dropped them.
     fn restore(&self, channels: Vec<String>) {
         let _order = self.membership.lock();
         let wanted: Vec<String> = channels
@@ -965,6 +965,10 @@ async fn pump<D: BackplaneDriver>(
                     .subscriptions
                     .needs_resync
                     .store(false, Ordering::Relaxed);
+                inner.resync();
+            }
+            DriverEvent::Resubscribe => {
+                tracing::info!(server = %inner.server_name, "the backplane may have dropped subscriptions; restoring them");
                 inner.resync();
             }
             DriverEvent::Disconnected => {

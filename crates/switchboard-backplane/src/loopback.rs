@@ -148,8 +148,8 @@ impl LoopbackDriver {
     }
 
     /// Drops this driver's subscriptions to `channels` without its engine
-    /// asking, and tells the engine, as a Redis Cluster does when a slot
-    /// moves.
+    /// asking, and tells the engine which, as a backplane that moves
+    /// channels between its nodes would.
     pub fn drop_subscriptions(&self, channels: Vec<String>) {
         self.leave(&channels);
         let _ = self

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use fred::clients::{Client, SubscriberClient};
-use fred::interfaces::{ClientLike, EventInterface};
+use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
 use fred::types::config::{Config, Options, ReconnectPolicy, TcpConfig, UnresponsiveConfig};
 use fred::types::{Builder, Message};
 use futures::StreamExt;
@@ -202,6 +203,40 @@ impl Clients {
         )));
     }
 
+    /// Runs `task` until shutdown, ended with the clients.
+    pub(crate) fn spawn<F, Fut>(&self, task: F)
+    where
+        F: FnOnce(CancellationToken) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let handle = tokio::spawn(task(self.shutdown.clone()));
+        self.tasks.lock().push(handle);
+    }
+
+    /// PUBLISHes (or SPUBLISHes, `sharded`) `payload` on `channel`; returns
+    /// Redis's count of the subscribers that received it.
+    pub(crate) async fn publish(
+        &self,
+        channel: String,
+        payload: Bytes,
+        sharded: bool,
+    ) -> Result<Option<u64>> {
+        self.check_publisher()?;
+        let client = self.publisher.with_options(&self.command_options);
+        // fred's publish futures are several kilobytes. Boxed here, the
+        // futures of the engine's send methods stay small.
+        let sent: std::pin::Pin<Box<dyn Future<Output = _> + Send + '_>> = if sharded {
+            Box::pin(client.spublish::<i64, _, _>(channel, payload))
+        } else {
+            Box::pin(client.publish::<i64, _, _>(channel, payload))
+        };
+        let receivers = sent.await.map_err(|e| {
+            let command = if sharded { "SPUBLISH" } else { "PUBLISH" };
+            unavailable(format!("{command} failed: {e}"), Some(e))
+        })?;
+        Ok(Some(u64::try_from(receivers).unwrap_or(0)))
+    }
+
     /// Fails fast while the publishing connection is down.
     pub(crate) fn check_publisher(&self) -> Result<()> {
         if self.publisher_up.load(Ordering::Relaxed) && self.publisher.is_connected() {
@@ -227,6 +262,11 @@ impl Clients {
 
     /// The subscriber's messages and link changes, as driver events.
     pub(crate) fn events(&self) -> DriverEvents {
+        self.events_with(futures::stream::empty().boxed())
+    }
+
+    /// [`events`](Self::events), and those of `more`.
+    pub(crate) fn events_with(&self, more: DriverEvents) -> DriverEvents {
         let messages = stream_of(
             self.subscriber.message_rx(),
             |message| Some(message_event(message)),
@@ -244,7 +284,7 @@ impl Clients {
         );
         Box::pin(futures::stream::select(
             messages,
-            futures::stream::select(connected, disconnected),
+            futures::stream::select_all([connected, disconnected, more]),
         ))
     }
 
@@ -284,7 +324,7 @@ impl Drop for Clients {
 /// A broadcast receiver as a stream of driver events: `item` maps what
 /// arrives (`None` skips it), `lagged` what was lost. Ends when the
 /// sender is gone. Allocates nothing per item.
-fn stream_of<T: Clone + Send + 'static>(
+pub(crate) fn stream_of<T: Clone + Send + 'static>(
     receiver: broadcast::Receiver<T>,
     item: fn(T) -> Option<DriverEvent>,
     lagged: fn(u64) -> DriverEvent,

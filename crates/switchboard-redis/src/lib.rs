@@ -149,6 +149,7 @@
 //! signatures.
 
 mod client;
+mod cluster;
 mod driver;
 mod link;
 mod node;

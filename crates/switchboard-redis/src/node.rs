@@ -22,21 +22,9 @@ impl NodeDriver {
     }
 
     pub(crate) async fn publish(&self, channel: String, payload: Bytes) -> Result<Option<u64>> {
-        let clients = &self.clients;
-        clients.check_publisher()?;
-        // fred's publish future is several kilobytes. Boxed here, the
-        // futures of the engine's send methods stay small.
-        let receivers = Box::pin(
-            clients
-                .publisher
-                .with_options(&clients.command_options)
-                .publish::<i64, _, _>(channel, payload),
-        )
-        .await
-        .map_err(|e| unavailable(format!("publish failed: {e}"), Some(e)))?;
         // The count of subscribed clients that received it: with one node,
         // exactly the servers listening on the channel.
-        Ok(Some(u64::try_from(receivers).unwrap_or(0)))
+        self.clients.publish(channel, payload, false).await
     }
 
     pub(crate) async fn subscribe(&self, channels: Vec<String>) -> Result<()> {
