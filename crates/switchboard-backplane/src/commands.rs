@@ -1,6 +1,6 @@
 //! Group commands from other servers, waiting to be applied.
 //!
-//! Applying a command can wait for Redis (a group's first local member
+//! Applying a command can wait for the backplane (a group's first local member
 //! subscribes to the group's channel), so commands are applied concurrently
 //! across connections; the commands of one connection are applied one after
 //! the other, in the order they arrived, so that an add then a remove of the

@@ -573,7 +573,7 @@ impl<D: BackplaneDriver> Inner<D> {
         wanted
     }
 
-    /// Queues a SUBSCRIBE of every wanted channel.
+    /// Queues a subscription of every wanted channel.
     fn resync(&self) {
         let _order = self.membership.lock();
         let wanted = self.wanted_channels();

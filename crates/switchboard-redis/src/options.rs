@@ -31,8 +31,11 @@ pub struct RedisOptions {
 }
 
 impl RedisOptions {
-    /// Options for the Redis server at `url`:
-    /// `redis://[user:password@]host[:port][/db]`, or `rediss://...` for TLS.
+    /// Options for the Redis at `url`: one node,
+    /// `redis://[user:password@]host[:port][/db]` (`rediss://...` for TLS),
+    /// or a Redis Cluster,
+    /// `redis-cluster://[user:password@]host:port?node=host2:port2&node=host3:port3`
+    /// (`rediss-cluster://...` for TLS). See the [crate documentation](crate#urls).
     pub fn new(url: impl Into<String>) -> RedisOptions {
         RedisOptions {
             url: url.into(),

@@ -38,7 +38,9 @@ Usage: chat [--port N] [--redis URL]
 
 Options:
   --port N      listen on 127.0.0.1:N (default 5000; 0 picks a free port)
-  --redis URL   scale out through Redis (default: $SWITCHBOARD_REDIS_URL,
+  --redis URL   scale out through Redis: redis://host:port, rediss://...,
+                or a Redis Cluster: redis-cluster://host:port?node=host2:port2
+                (default: $SWITCHBOARD_REDIS_URL,
                 else a single server with the in-memory manager)
   -h, --help    show this help
 
