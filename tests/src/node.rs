@@ -18,10 +18,16 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts `binary` (the `switchboard-node` executable) on `hub`.
+    /// Starts `binary` (the `switchboard-node` executable) on `hub`, on the
+    /// Redis from [`redis_url`].
     pub async fn start_binary(binary: &str, hub: &str) -> Node {
+        Node::start_on(binary, &redis_url(), hub).await
+    }
+
+    /// Starts `binary` on `hub`, on the Redis (node or cluster) at `url`.
+    pub async fn start_on(binary: &str, url: &str, hub: &str) -> Node {
         let mut child = Command::new(binary)
-            .arg(redis_url())
+            .arg(url)
             .arg(hub)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

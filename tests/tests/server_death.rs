@@ -10,17 +10,27 @@ use std::time::{Duration, Instant};
 use switchboard_core::{Error, HubContext, HubLifetimeManager, InvokeOptions};
 use switchboard_redis::{RedisHubLifetimeManager, RedisOptions};
 use switchboard_tests::node::Node;
+use switchboard_tests::redis_cluster::redis_cluster_url;
 use switchboard_tests::{TestClient, init_logging, message, redis_url};
 
 const NODE: &str = env!("CARGO_BIN_EXE_switchboard-node");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_on_a_dead_server_fails_cleanly() {
+    waiting_on_a_dead_server_fails_cleanly_on(&redis_url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_on_a_dead_server_fails_cleanly_on_a_cluster() {
+    waiting_on_a_dead_server_fails_cleanly_on(&redis_cluster_url()).await;
+}
+
+async fn waiting_on_a_dead_server_fails_cleanly_on(url: &str) {
     init_logging();
     let hub = format!("death-{}", switchboard_core::random_token());
     let ack_timeout = Duration::from_secs(2);
     let survivor = |name: &str| {
-        RedisOptions::new(redis_url())
+        RedisOptions::new(url)
             .hub(hub.clone())
             .server_name(format!("{name}-{}", switchboard_core::random_token()))
             .ack_timeout(ack_timeout)
@@ -39,7 +49,7 @@ async fn waiting_on_a_dead_server_fails_cleanly() {
     let mut other = TestClient::connect(&s2).await;
 
     // --- a remote add_to_group in flight when its owner dies
-    let mut doomed = Node::start_binary(NODE, &hub).await;
+    let mut doomed = Node::start_on(NODE, url, &hub).await;
     let target = doomed.connect("victim", "victim-user").await;
     // Frozen first, so the command is delivered but never acknowledged.
     doomed.signal("-STOP");
@@ -71,7 +81,7 @@ async fn waiting_on_a_dead_server_fails_cleanly() {
     assert!(started.elapsed() < Duration::from_secs(1));
 
     // --- a client result in flight when the client's server dies
-    let mut doomed = Node::start_binary(NODE, &hub).await;
+    let mut doomed = Node::start_on(NODE, url, &hub).await;
     let target = doomed.connect("asked", "asked-user").await;
     let result_timeout = Duration::from_secs(2);
     let pending = tokio::spawn({

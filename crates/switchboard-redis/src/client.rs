@@ -159,6 +159,7 @@ impl Clients {
 
     /// Starts the publisher's watcher and both heartbeats.
     fn start_health(&self, options: &RedisOptions) {
+        let per_node = is_cluster_url(&options.url).unwrap_or(false);
         let mut tasks = self.tasks.lock();
         tasks.push(tokio::spawn({
             let up = self.publisher_up.clone();
@@ -181,6 +182,7 @@ impl Clients {
             link::heartbeat(
                 self.publisher.clone(),
                 "publisher",
+                per_node,
                 options.heartbeat_interval,
                 options.unresponsive_timeout,
                 self.shutdown.clone(),
@@ -196,6 +198,7 @@ impl Clients {
         tasks.push(tokio::spawn(link::heartbeat(
             self.subscriber.clone(),
             "subscriber",
+            per_node,
             options.heartbeat_interval,
             options.unresponsive_timeout,
             self.shutdown.clone(),

@@ -9,15 +9,15 @@
 //!
 //! A connection can also die without any event: a NAT table or a load
 //! balancer drops it without a reset, and the socket stays open but
-//! carries nothing. [`heartbeat`] sends a PING on a connection every
-//! interval; fred's unresponsive check then finds a PING left unanswered,
-//! closes the connection and reconnects (and the subscriber is resubscribed
-//! from local state by the manager's maintenance task).
+//! carries nothing. [`heartbeat`] sends a PING on each connection every
+//! interval (on a cluster, one to each primary); fred's unresponsive check
+//! then finds a PING left unanswered, closes the connection and reconnects
+//! (and the engine subscribes again from its local state).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use fred::interfaces::ClientLike;
+use fred::interfaces::{ClientLike, ClusterInterface};
 use fred::types::config::Options;
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 use tokio_util::sync::CancellationToken;
@@ -125,16 +125,19 @@ pub(crate) async fn watch_link<E: Clone, R: Clone>(
     }
 }
 
-/// PINGs `client` every `interval` while it is connected, so that a
-/// connection that died silently has a command waiting on it: fred treats a
-/// connection that leaves a command unanswered for its unresponsive timeout
-/// (`unresponsive`, set in the client's configuration) as dead, closes it,
-/// reconnects and sends the PING again. `answered` is told whether each
-/// PING was answered. Should fred not have acted by twice that timeout (a
-/// backstop; it always has in tests), the connection is reconnected here.
-pub(crate) async fn heartbeat<C: ClientLike>(
+/// PINGs `client` every `interval` while it is connected (on a cluster,
+/// `per_node`: each primary, on the connection the client keeps to it), so
+/// that a connection that died silently has a command waiting on it: fred
+/// treats a connection that leaves a command unanswered for its
+/// unresponsive timeout (`unresponsive`, set in the client's configuration)
+/// as dead, closes it, reconnects and sends the PING again. `answered` is
+/// told whether each round of PINGs was answered. Should fred not have
+/// acted by twice that timeout (a backstop; it always has in tests), the
+/// client is reconnected here.
+pub(crate) async fn heartbeat<C: ClientLike + ClusterInterface>(
     client: C,
     which: &'static str,
+    per_node: bool,
     interval: Duration,
     unresponsive: Duration,
     shutdown: CancellationToken,
@@ -146,7 +149,6 @@ pub(crate) async fn heartbeat<C: ClientLike>(
         timeout: Some(backstop),
         ..Options::default()
     };
-    let pinging = client.with_options(&options);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -156,20 +158,37 @@ pub(crate) async fn heartbeat<C: ClientLike>(
             // fred is reconnecting already.
             continue;
         }
-        // fred's own timeout ends the PING; the outer one is a backstop.
-        let ping = pinging.ping::<fred::types::Value>(None);
-        let stuck = match tokio::time::timeout(backstop + Duration::from_secs(1), ping).await {
-            Ok(Ok(_)) => {
+        let targets = if per_node {
+            targets(&client, &options)
+        } else {
+            vec![options.clone()]
+        };
+        let pinging: Vec<_> = targets
+            .iter()
+            .map(|target| client.with_options(target))
+            .collect();
+        let pings = futures::future::join_all(
+            pinging
+                .iter()
+                .map(|client| client.ping::<fred::types::Value>(None)),
+        );
+        // fred's own timeout ends each PING; the outer one is a backstop.
+        let stuck = match tokio::time::timeout(backstop + Duration::from_secs(1), pings).await {
+            Ok(results) if results.iter().all(Result::is_ok) => {
                 answered(true);
                 continue;
             }
-            // The connection failed under the PING: fred has already
-            // closed it and is reconnecting.
-            Ok(Err(e)) if *e.kind() != fred::error::ErrorKind::Timeout => {
-                tracing::debug!(connection = which, error = %e, "a heartbeat failed");
-                false
-            }
-            Ok(Err(_)) | Err(_) => true,
+            // A connection failed under its PING: fred has already closed
+            // it and is reconnecting. One that timed out is stuck.
+            Ok(results) => results.iter().any(|result| match result {
+                Ok(_) => false,
+                Err(e) if *e.kind() == fred::error::ErrorKind::Timeout => true,
+                Err(e) => {
+                    tracing::debug!(connection = which, error = %e, "a heartbeat failed");
+                    false
+                }
+            }),
+            Err(_) => true,
         };
         answered(false);
         if stuck && client.is_connected() && !shutdown.is_cancelled() {
@@ -184,6 +203,25 @@ pub(crate) async fn heartbeat<C: ClientLike>(
             }
         }
     }
+}
+
+/// One set of command options per primary of the cluster, as the client
+/// knows them (the plain options when it knows none yet).
+fn targets<C: ClusterInterface>(client: &C, options: &Options) -> Vec<Options> {
+    let nodes = client
+        .cached_cluster_state()
+        .map(|state| state.unique_primary_nodes())
+        .unwrap_or_default();
+    if nodes.is_empty() {
+        return vec![options.clone()];
+    }
+    nodes
+        .into_iter()
+        .map(|node| Options {
+            cluster_node: Some(node),
+            ..options.clone()
+        })
+        .collect()
 }
 
 #[cfg(test)]
