@@ -1,10 +1,10 @@
 //! `cargo xtask bench`: builds the bench binary in release mode, starts a private redis-server
-//! and runs the binary against it.
+//! (and, for B7, a 3-master Redis Cluster) and runs the binary against it.
 //!
 //! The measuring is done by `switchboard-bench` (in the `switchboard-tests` package): it runs
 //! each scenario and its raw-Redis baseline, prints the table and writes
 //! `target/bench/results.json`. This module only prepares what it needs: the release builds
-//! (the bench itself and, for B6, the chat example) and the server.
+//! (the bench itself and, for B6, the chat example), the server and, for B7, the cluster.
 
 use std::{
     ffi::OsString,
@@ -13,6 +13,7 @@ use std::{
     time::Instant,
 };
 
+use crate::cluster::RedisCluster;
 use crate::redis::{self, RedisServer};
 
 /// What `cargo xtask bench` was asked to do.
@@ -82,6 +83,32 @@ pub(crate) fn run(options: &Options) -> Result<(), String> {
         server.pid()
     );
 
+    // B7 compares the single server with a cluster started from the same binary.
+    let cluster = if options.selected("B7") {
+        step("starting a Redis Cluster (3 masters) for B7");
+        match RedisCluster::start(&binary, &crate::xtask_dir()) {
+            Ok(cluster) => {
+                println!(
+                    "xtask: the Redis Cluster is running at {} (pids {:?})",
+                    cluster.url(),
+                    cluster.pids()
+                );
+                args.push("--cluster".into());
+                args.push(cluster.url().into());
+                Some(cluster)
+            }
+            Err(why) => {
+                eprintln!("xtask: B7 will be skipped: {why}");
+                let first_line = why.lines().next().unwrap_or("unknown error");
+                args.push("--cluster-missing".into());
+                args.push(format!("the Redis Cluster did not start ({first_line})").into());
+                None
+            }
+        }
+    } else {
+        None
+    };
+
     let out = target.join("bench").join("results.json");
     args.extend(["--redis".into(), server.url().into(), "--out".into()]);
     args.push(out.into());
@@ -102,6 +129,11 @@ pub(crate) fn run(options: &Options) -> Result<(), String> {
         .map_err(|err| format!("could not run {}: {err}", bench.display()))?;
     let pid = server.pid();
     drop(server);
+    if let Some(cluster) = cluster {
+        let pids = cluster.pids();
+        drop(cluster);
+        println!("xtask: stopped the Redis Cluster (pids {pids:?})");
+    }
     println!(
         "xtask: stopped redis-server (pid {pid}); benchmarks took {:.0} s",
         started.elapsed().as_secs_f64()

@@ -5,7 +5,9 @@
 //! the same Redis work with no switchboard code in between (same payload
 //! size, same in-flight window). The figure that matters is the ratio of the
 //! two, because this machine runs other work at the same time and absolute
-//! numbers move from run to run.
+//! numbers move from run to run. B7 compares switchboard with itself: the
+//! same workload on one Redis node (its baseline) and on a 3-master Redis
+//! Cluster, in the same run.
 //!
 //! The binary `switchboard-bench` parses the command line, runs the selected
 //! scenarios on one multi-threaded tokio runtime and prints a [`report`].
@@ -19,6 +21,7 @@ pub mod latency;
 pub mod memory;
 pub mod raw;
 pub mod report;
+pub mod shards;
 pub mod throughput;
 
 use std::future::Future;
@@ -52,6 +55,8 @@ pub struct Settings {
     pub only: Option<Vec<String>>,
     /// The chat example for B6, or why there is none.
     pub chat: Chat,
+    /// The Redis Cluster for B7, or why there is none.
+    pub cluster: Cluster,
     /// This program, re-run as a child for B5.
     pub self_exe: PathBuf,
 }
@@ -75,6 +80,15 @@ impl Settings {
 pub enum Chat {
     /// Built: run this.
     Binary(PathBuf),
+    /// Not available; the text says why.
+    Missing(String),
+}
+
+/// The Redis Cluster of B7.
+#[derive(Debug, Clone)]
+pub enum Cluster {
+    /// Running: its `redis-cluster://` URL.
+    Url(String),
     /// Not available; the text says why.
     Missing(String),
 }

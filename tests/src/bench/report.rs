@@ -18,6 +18,10 @@ pub enum Unit {
     Nanos,
     /// A size in bytes.
     Bytes,
+    /// A duration in seconds (CPU time, for instance).
+    Seconds,
+    /// A fraction of a whole (0..=1), printed as a percentage.
+    Share,
 }
 
 impl Unit {
@@ -26,6 +30,8 @@ impl Unit {
             Unit::PerSecond => "1/s",
             Unit::Nanos => "ns",
             Unit::Bytes => "B",
+            Unit::Seconds => "s",
+            Unit::Share => "fraction",
         }
     }
 
@@ -38,6 +44,8 @@ impl Unit {
             Unit::Nanos if value >= 1e6 => format!("{:.2} ms", value / 1e6),
             Unit::Nanos => format!("{:.0} us", value / 1e3),
             Unit::Bytes => format!("{value:.0} B"),
+            Unit::Seconds => format!("{value:.2} s"),
+            Unit::Share => format!("{:.0} %", value * 100.0),
         }
     }
 }
@@ -83,7 +91,7 @@ impl Target {
 /// One line of the table.
 #[derive(Debug, Clone)]
 pub struct Row {
-    /// Scenario id: `B1`..`B6`, or `B1.x` for a secondary figure.
+    /// Scenario id: `B1`..`B7`, or `B1.x` for a secondary figure.
     pub id: String,
     /// What ran.
     pub scenario: String,

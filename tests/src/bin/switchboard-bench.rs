@@ -4,6 +4,7 @@
 //! ```text
 //! switchboard-bench --redis <url> [--quick] [--only B1,B3] [--out <path>]
 //!                   [--chat <chat example binary> | --chat-missing <reason>]
+//!                   [--cluster <redis-cluster:// url> | --cluster-missing <reason>]
 //! ```
 //!
 //! Prints a table (scenario, figure, switchboard, baseline, ratio, target,
@@ -18,20 +19,26 @@ use std::time::Instant;
 
 use switchboard_tests::bench::report::{self, Machine, Row};
 use switchboard_tests::bench::{
-    BenchResult, Chat, Settings, chat, churn, fanout, latency, memory, raw, throughput,
+    BenchResult, Chat, Cluster, Settings, chat, churn, fanout, latency, memory, raw, shards,
+    throughput,
 };
 
 const USAGE: &str = "usage: switchboard-bench --redis <url> [--quick] [--only B1,B3] [--out <path>] \
-                     [--chat <binary> | --chat-missing <reason>]";
+                     [--chat <binary> | --chat-missing <reason>] \
+                     [--cluster <url> | --cluster-missing <reason>]";
 
 /// The scenarios, in the order they run.
-const SCENARIOS: [(&str, &str); 6] = [
+const SCENARIOS: [(&str, &str); 7] = [
     ("B1", "send_all throughput A->B"),
     ("B2", "send_connection latency at 5k/s"),
     ("B3", "send_group to 10k members"),
     ("B4", "20k connects and disconnects"),
     ("B5", "memory per idle connection"),
     ("B6", "chat example over WebSockets"),
+    (
+        "B7",
+        "send_group over 100 groups, 1 node vs 3-master cluster",
+    ),
 ];
 
 /// What the command line asks for.
@@ -54,6 +61,7 @@ fn parse() -> Result<Invocation, String> {
     let mut only = None;
     let mut out = PathBuf::from("target/bench/results.json");
     let mut chat = Chat::Missing("no --chat binary given".to_owned());
+    let mut cluster = Cluster::Missing("no --cluster URL given".to_owned());
     let mut child = None;
     let mut count = 0;
     while let Some(arg) = args.next() {
@@ -71,13 +79,15 @@ fn parse() -> Result<Invocation, String> {
                     .iter()
                     .find(|id| !SCENARIOS.iter().any(|(known, _)| known == id))
                 {
-                    return Err(format!("unknown scenario {bad} (known: B1..B6)"));
+                    return Err(format!("unknown scenario {bad} (known: B1..B7)"));
                 }
                 only = Some(ids);
             }
             "--out" => out = PathBuf::from(value("--out")?),
             "--chat" => chat = Chat::Binary(PathBuf::from(value("--chat")?)),
             "--chat-missing" => chat = Chat::Missing(value("--chat-missing")?),
+            "--cluster" => cluster = Cluster::Url(value("--cluster")?),
+            "--cluster-missing" => cluster = Cluster::Missing(value("--cluster-missing")?),
             "--child" => child = Some(value("--child")?),
             "--count" => {
                 count = value("--count")?
@@ -99,6 +109,7 @@ fn parse() -> Result<Invocation, String> {
             quick,
             only,
             chat,
+            cluster,
             self_exe,
         },
         out,
@@ -168,7 +179,8 @@ async fn bench(settings: Settings, out: PathBuf) -> BenchResult<()> {
             "B3" => fanout::run(&settings).await,
             "B4" => churn::run(&settings).await,
             "B5" => memory::run(&settings).await,
-            _ => chat::run(&settings).await,
+            "B6" => chat::run(&settings).await,
+            _ => shards::run(&settings).await,
         };
         match result {
             Ok(new) => rows.extend(new),
