@@ -1,8 +1,9 @@
 //! The core of switchboard: connections, groups and users of a real-time
 //! hub, the [`HubLifetimeManager`] contract that delivers messages to them,
-//! its in-memory implementation for a single process, the SignalR hub
-//! protocols (JSON and MessagePack), and the [`Hub`] dispatcher that turns
-//! client invocations into calls of typed async Rust functions.
+//! its in-memory implementation for a single process, and the [`Hub`]
+//! dispatcher that turns client invocations into calls of typed async Rust
+//! functions. The SignalR hub protocols (JSON and MessagePack) it speaks are
+//! the `switchboard-hub-protocol` crate, re-exported as [`protocol`].
 //!
 //! This crate does no network I/O. A transport adapter (such as
 //! `switchboard-axum`) accepts clients and feeds their messages to a
@@ -80,7 +81,8 @@
 //! `BackplaneUnavailable`...). Hub methods return [`HubError`], whose text
 //! is sent to the calling client; every [`Error`] converts into one.
 
-pub mod protocol;
+/// The SignalR hub protocols: the `switchboard-hub-protocol` crate.
+pub use switchboard_hub_protocol as protocol;
 
 mod connection;
 mod error;

@@ -244,6 +244,11 @@ impl HubSession {
                 tracing::debug!(connection_id = %self.connection.id(), %invocation_id, "ignoring a stream item: client-to-server streams are not supported");
             }
             HubMessage::Ping | HubMessage::Close { .. } => {}
+            // A kind this version does not serve (the hub protocol may
+            // gain kinds); the transport has parsed it, so it is logged.
+            _ => {
+                tracing::debug!(connection_id = %self.connection.id(), "ignoring a hub message this server does not serve");
+            }
         }
     }
 

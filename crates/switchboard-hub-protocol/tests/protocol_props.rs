@@ -6,7 +6,7 @@
 use bytes::{BufMut, BytesMut};
 use proptest::prelude::*;
 use serde_json::Value;
-use switchboard_core::protocol::{
+use switchboard_hub_protocol::{
     Completion, HubMessage, Invocation, Outcome, Protocol, ProtocolError, RECORD_SEPARATOR,
     RawValue, parse_handshake,
 };

@@ -6,7 +6,7 @@
 //! To regenerate the fixtures after an intended wire change, run
 //!
 //! ```text
-//! SWITCHBOARD_BLESS=1 cargo test -p switchboard-core --test protocol_golden
+//! SWITCHBOARD_BLESS=1 cargo test -p switchboard-hub-protocol --test protocol_golden
 //! ```
 //!
 //! and review the diff of `tests/fixtures/hub/` before committing it.
@@ -16,7 +16,7 @@
 use std::path::PathBuf;
 
 use bytes::{Bytes, BytesMut};
-use switchboard_core::protocol::{
+use switchboard_hub_protocol::{
     Completion, HandshakeRequest, HubMessage, Invocation, Outcome, Protocol, parse_handshake,
     write_handshake_response,
 };
@@ -60,10 +60,7 @@ fn check_bytes(name: &str, written: &[u8]) -> Vec<u8> {
     fixture
 }
 
-fn value(
-    protocol: Protocol,
-    value: &impl serde::Serialize,
-) -> switchboard_core::protocol::RawValue {
+fn value(protocol: Protocol, value: &impl serde::Serialize) -> switchboard_hub_protocol::RawValue {
     protocol.encode_value(value).unwrap()
 }
 
@@ -79,13 +76,12 @@ fn completion(id: &str, outcome: Outcome) -> HubMessage {
 fn cases(protocol: Protocol) -> Vec<Case> {
     let p = protocol;
     let id = "123";
-    let invocation =
-        |id: Option<&str>, args: Vec<switchboard_core::protocol::RawValue>| Invocation {
-            invocation_id: id.map(str::to_owned),
-            target: "Send".to_owned(),
-            arguments: args,
-            stream_ids: Vec::new(),
-        };
+    let invocation = |id: Option<&str>, args: Vec<switchboard_hub_protocol::RawValue>| Invocation {
+        invocation_id: id.map(str::to_owned),
+        target: "Send".to_owned(),
+        arguments: args,
+        stream_ids: Vec::new(),
+    };
     let send_args = || vec![value(p, &42), value(p, &"Test Message")];
     vec![
         Case {

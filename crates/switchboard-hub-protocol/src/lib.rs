@@ -1,4 +1,21 @@
-//! The SignalR hub protocols spoken with clients: JSON and MessagePack.
+//! The SignalR hub protocols spoken with clients: the handshake, JSON and
+//! MessagePack. No I/O: bytes in, messages out, and back.
+//!
+//! This is the client side of switchboard's wire (the protocol between
+//! servers is the protobuf envelope of `switchboard-backplane`'s
+//! `switchboard-protocol` crate, a different thing). `switchboard-core`
+//! re-exports it as `switchboard_core::protocol`; a Rust SignalR client can
+//! use it alone.
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use switchboard_hub_protocol::{HubMessage, Protocol};
+//!
+//! let mut buf = BytesMut::from(&b"{\"type\":6}\x1e"[..]);
+//! let message = Protocol::Json.parse_message(&mut buf, 1 << 20).unwrap();
+//! assert!(matches!(message, Some(HubMessage::Ping)));
+//! assert!(buf.is_empty());
+//! ```
 //!
 //! A [`Protocol`] frames and parses the seven hub message kinds (Invocation,
 //! StreamItem, Completion, StreamInvocation, CancelInvocation, Ping, Close)
