@@ -111,8 +111,9 @@
 mod auth;
 mod options;
 mod router;
-mod socket;
+mod session;
 mod tokens;
+mod websocket;
 
 pub use auth::{AuthRejection, Authenticator};
 pub use options::SignalROptions;

@@ -13,8 +13,9 @@ use serde::Serialize;
 use switchboard_core::{ConnectionId, Hub, random_token};
 
 use crate::options::SignalROptions;
-use crate::socket::{self, Accepted};
+use crate::session::Accepted;
 use crate::tokens::{Claim, Tokens};
+use crate::websocket;
 
 /// The newest negotiate protocol version this server speaks.
 const NEGOTIATE_VERSION: u32 = 1;
@@ -214,7 +215,7 @@ async fn connect(State(shared): State<Arc<Shared>>, request: Request) -> Respons
             }
         },
     };
-    let limit = socket::websocket_message_limit(shared.options.max_message_size);
+    let limit = websocket::message_limit(shared.options.max_message_size);
     let failed_id = connection_id.clone();
     upgrade
         .max_message_size(limit)
@@ -223,7 +224,7 @@ async fn connect(State(shared): State<Arc<Shared>>, request: Request) -> Respons
             tracing::debug!(connection_id = %failed_id, %error, "WebSocket upgrade failed");
         })
         .on_upgrade(move |websocket| {
-            socket::run(
+            websocket::run(
                 shared,
                 websocket,
                 Accepted {

@@ -1,13 +1,16 @@
-//! One WebSocket connection: handshake, then a reader and a writer.
+//! One connection's session, whatever carries it: the handshake, then a
+//! reader and a writer, with keep-alive Pings, the client timeout, the
+//! message size limit, the slow-consumer policy and the Close message.
+//!
+//! A transport supplies two halves: a [`ClientStream`] that reads what the
+//! client sends, and a [`ClientSink`] that writes a batch of frames (and
+//! finally ends the transport). Everything else lives here, once.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::{Bytes, BytesMut};
-use futures::stream::{SplitSink, SplitStream};
-use futures::{SinkExt, StreamExt};
 use switchboard_core::protocol::{
     HubMessage, Protocol, ProtocolError, is_version_supported, parse_handshake,
     write_handshake_response,
@@ -15,7 +18,7 @@ use switchboard_core::protocol::{
 use switchboard_core::{
     Connection, ConnectionId, ConnectionOptions, ConnectionReceiver, HubSession,
 };
-use tokio::time::Instant;
+use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::router::Shared;
@@ -25,39 +28,68 @@ use crate::tokens::LiveGuard;
 const CLIENT_TIMEOUT_ERROR: &str =
     "Server timeout elapsed without receiving a message from the client.";
 
-/// At most this many queued frames are written in one WebSocket message.
+/// At most this many queued frames are written in one batch.
 const MAX_BATCH_FRAMES: usize = 64;
 
 /// A batch stops growing once it holds this many bytes.
 const MAX_BATCH_BYTES: usize = 64 * 1024;
 
-/// How long a leaving client gets to take our close frame, and a client
-/// the server closes gets to take the Close message.
-const STOP_GRACE: Duration = Duration::from_secs(1);
+/// How long a leaving client gets to take the transport's last word, and a
+/// client the server closes gets to take the Close message.
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(1);
 
-/// WebSocket close code 1000: normal closure.
-const NORMAL_CLOSURE: u16 = 1000;
-
-/// The largest WebSocket message (and frame) accepted, for a hub message
-/// limit of `max_message_size`: room for a few records per message, as
-/// clients may batch, while bounding what one read can allocate.
-pub(crate) fn websocket_message_limit(max_message_size: usize) -> usize {
-    max_message_size.saturating_mul(4).max(64 * 1024)
+/// What a client sent, as its transport read it.
+#[derive(Debug)]
+pub(crate) struct Payload {
+    /// The bytes: hub protocol records, possibly several, possibly part of
+    /// one.
+    pub(crate) bytes: Bytes,
+    /// Whether they came as binary (a WebSocket binary message); the
+    /// handshake's error answer is sent the same way.
+    pub(crate) binary: bool,
 }
 
-/// A socket that passed the HTTP checks.
+/// The client-to-server half of a transport.
+pub(crate) trait ClientStream: Send {
+    /// The next payload. `None` when the client left without a word (the
+    /// transport closed); `Some(Err(reason))` when the transport failed.
+    fn next(&mut self) -> impl Future<Output = Option<Result<Payload, String>>> + Send;
+}
+
+/// The server-to-client half of a transport.
+pub(crate) trait ClientSink: Send {
+    /// Writes one batch of frames (`binary`: of a binary hub protocol, or
+    /// the answer to a binary handshake). Returns once the transport took
+    /// it; the session bounds the wait.
+    fn send(
+        &mut self,
+        frames: Bytes,
+        binary: bool,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+
+    /// Ends the transport: the WebSocket close frame, the end of an event
+    /// stream, the last poll. Called at most once, with nothing sent after.
+    fn finish(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+/// A connection that passed the HTTP checks.
 #[derive(Debug)]
 pub(crate) struct Accepted {
     /// The id the connection gets.
     pub(crate) connection_id: ConnectionId,
     /// The authenticated user.
     pub(crate) user: Option<String>,
-    /// Keeps the connection token in use while the socket lives.
+    /// Keeps the connection token in use while the connection lives.
     pub(crate) live: Option<LiveGuard>,
 }
 
-/// Serves one upgraded socket until it closes.
-pub(crate) async fn run(shared: Arc<Shared>, mut websocket: WebSocket, accepted: Accepted) {
+/// Serves one connection over `stream` and `sink` until it ends.
+pub(crate) async fn run<S: ClientStream, K: ClientSink>(
+    shared: Arc<Shared>,
+    mut stream: S,
+    mut sink: K,
+    accepted: Accepted,
+) {
     let Accepted {
         connection_id,
         user,
@@ -65,7 +97,8 @@ pub(crate) async fn run(shared: Arc<Shared>, mut websocket: WebSocket, accepted:
     } = accepted;
     let options = &shared.options;
     let mut buf = BytesMut::new();
-    let Some(protocol) = handshake(&shared, &mut websocket, &mut buf, &connection_id).await else {
+    let Some(protocol) = handshake(&shared, &mut stream, &mut sink, &mut buf, &connection_id).await
+    else {
         return;
     };
 
@@ -81,20 +114,27 @@ pub(crate) async fn run(shared: Arc<Shared>, mut websocket: WebSocket, accepted:
             let response = write_handshake_response(Some(
                 "An unexpected error occurred during connection handshake.",
             ));
-            let _ = send_timed(
-                &mut websocket,
-                frame_message(protocol, response),
+            let sent = send_timed(
+                &mut sink,
+                response,
+                protocol.is_binary(),
                 options.client_timeout,
-            )
-            .await;
-            let _ = send_timed(&mut websocket, close_frame(), options.client_timeout).await;
+            );
+            if sent.await.is_ok() {
+                finish_timed(&mut sink, options.client_timeout).await;
+            }
             return;
         }
     };
-    let response = frame_message(protocol, write_handshake_response(None));
-    if send_timed(&mut websocket, response, options.client_timeout)
-        .await
-        .is_err()
+    let response = write_handshake_response(None);
+    if send_timed(
+        &mut sink,
+        response,
+        protocol.is_binary(),
+        options.client_timeout,
+    )
+    .await
+    .is_err()
     {
         tracing::debug!(%connection_id, "the handshake response could not be sent");
         connection.close("the handshake response could not be sent");
@@ -103,8 +143,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut websocket: WebSocket, accepted:
     }
     tracing::debug!(%connection_id, %protocol, user = connection.user(), "connected");
 
-    let (sink, stream) = websocket.split();
-    let state = SocketState {
+    let state = SessionState {
         connection: connection.clone(),
         protocol,
         stop_writer: CancellationToken::new(),
@@ -149,7 +188,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut websocket: WebSocket, accepted:
             reason
         }
         End::Transport { reason } => {
-            tracing::debug!(%connection_id, %reason, "the WebSocket failed");
+            tracing::debug!(%connection_id, %reason, "the transport failed");
             Some(reason)
         }
         End::Error { reason, .. } => {
@@ -165,7 +204,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut websocket: WebSocket, accepted:
 
 /// What the reader and the writer share.
 #[derive(Debug)]
-struct SocketState {
+struct SessionState {
     /// The connection; closing it ends the reader and makes the writer send
     /// a Close message.
     connection: Connection,
@@ -180,48 +219,23 @@ struct SocketState {
 }
 
 /// Reads the handshake request and answers errors; returns the agreed
-/// protocol, or `None` when the socket must be dropped. Bytes after the
+/// protocol, or `None` when the connection must be dropped. Bytes after the
 /// handshake record stay in `buf`.
-async fn handshake(
+async fn handshake<S: ClientStream, K: ClientSink>(
     shared: &Shared,
-    websocket: &mut WebSocket,
+    stream: &mut S,
+    sink: &mut K,
     buf: &mut BytesMut,
     connection_id: &ConnectionId,
 ) -> Option<Protocol> {
     let options = &shared.options;
     let deadline = Instant::now() + options.handshake_timeout;
-    // Errors are answered in the kind of frame the request came in.
+    // Errors are answered in the kind of payload the request came in.
     let mut binary = false;
-    loop {
-        let request = match parse_handshake(buf, options.max_message_size) {
-            Ok(Some(request)) => request,
-            Ok(None) => {
-                match tokio::time::timeout_at(deadline, websocket.recv()).await {
-                    Err(_) => {
-                        tracing::debug!(%connection_id, "handshake timed out");
-                        let _ = send_timed(websocket, close_frame(), options.client_timeout).await;
-                        return None;
-                    }
-                    Ok(None | Some(Ok(Message::Close(_)))) => {
-                        tracing::debug!(%connection_id, "the client left during the handshake");
-                        return None;
-                    }
-                    Ok(Some(Err(e))) => {
-                        tracing::debug!(%connection_id, error = %e, "WebSocket error during the handshake");
-                        return None;
-                    }
-                    Ok(Some(Ok(Message::Text(text)))) => {
-                        binary = false;
-                        buf.extend_from_slice(text.as_bytes());
-                    }
-                    Ok(Some(Ok(Message::Binary(bytes)))) => {
-                        binary = true;
-                        buf.extend_from_slice(&bytes);
-                    }
-                    Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
-                }
-                continue;
-            }
+    let request = loop {
+        match parse_handshake(buf, options.max_message_size) {
+            Ok(Some(request)) => break request,
+            Ok(None) => {}
             Err(e) => {
                 tracing::debug!(%connection_id, error = %e, "invalid handshake");
                 let error = match e {
@@ -230,59 +244,73 @@ async fn handshake(
                     }
                     other => format!("Invalid handshake: {other}"),
                 };
-                refuse(shared, websocket, binary, &error).await;
+                refuse(shared, sink, binary, &error).await;
                 return None;
             }
-        };
-        let Some(protocol) = Protocol::from_name(&request.protocol)
-            .filter(|p| shared.hub.options().protocols.contains(p))
-        else {
-            let error = format!("The protocol '{}' is not supported.", request.protocol);
-            tracing::debug!(%connection_id, %error, "handshake refused");
-            refuse(shared, websocket, binary, &error).await;
-            return None;
-        };
-        if !is_version_supported(request.version) {
-            let error = format!(
-                "The server does not support version {} of the '{}' protocol.",
-                request.version, request.protocol
-            );
-            tracing::debug!(%connection_id, %error, "handshake refused");
-            refuse(shared, websocket, binary, &error).await;
-            return None;
         }
-        return Some(protocol);
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Err(_) => {
+                tracing::debug!(%connection_id, "handshake timed out");
+                finish_timed(sink, options.client_timeout).await;
+                return None;
+            }
+            Ok(None) => {
+                tracing::debug!(%connection_id, "the client left during the handshake");
+                return None;
+            }
+            Ok(Some(Err(reason))) => {
+                tracing::debug!(%connection_id, %reason, "transport error during the handshake");
+                return None;
+            }
+            Ok(Some(Ok(payload))) => {
+                binary = payload.binary;
+                buf.extend_from_slice(&payload.bytes);
+            }
+        }
+    };
+    let Some(protocol) = Protocol::from_name(&request.protocol)
+        .filter(|p| shared.hub.options().protocols.contains(p))
+    else {
+        let error = format!("The protocol '{}' is not supported.", request.protocol);
+        tracing::debug!(%connection_id, %error, "handshake refused");
+        refuse(shared, sink, binary, &error).await;
+        return None;
+    };
+    if !is_version_supported(request.version) {
+        let error = format!(
+            "The server does not support version {} of the '{}' protocol.",
+            request.version, request.protocol
+        );
+        tracing::debug!(%connection_id, %error, "handshake refused");
+        refuse(shared, sink, binary, &error).await;
+        return None;
     }
+    Some(protocol)
 }
 
-/// Answers a handshake with an error, then closes the socket.
-async fn refuse(shared: &Shared, websocket: &mut WebSocket, binary: bool, error: &str) {
+/// Answers a handshake with an error, then ends the transport.
+async fn refuse<K: ClientSink>(shared: &Shared, sink: &mut K, binary: bool, error: &str) {
     let response = write_handshake_response(Some(error));
-    let message = if binary {
-        Message::Binary(response)
-    } else {
-        text_message(response)
-    };
     let timeout = shared.options.client_timeout;
-    if send_timed(websocket, message, timeout).await.is_ok() {
-        let _ = send_timed(websocket, close_frame(), timeout).await;
+    if send_timed(sink, response, binary, timeout).await.is_ok() {
+        finish_timed(sink, timeout).await;
     }
 }
 
 /// How the reader ended.
 #[derive(Debug)]
 enum End {
-    /// The socket closed or failed without a word from the client.
+    /// The transport closed or failed without a word from the client.
     Quiet,
     /// The client sent a Close message, with its error if any.
     ClientClose(Option<String>),
     /// The server closed the connection (the writer says why).
     ServerClose,
-    /// The WebSocket failed: usually the client vanished without a close
-    /// frame, or sent a WebSocket message over the limit. A Close message
-    /// is still attempted, for the latter.
+    /// The transport failed: usually the client vanished without closing,
+    /// or sent a message over the transport's limit. A Close message is
+    /// still attempted, for the latter.
     Transport {
-        /// Sent in the Close message if the socket still takes it.
+        /// Sent in the Close message if the transport still takes it.
         reason: String,
     },
     /// The client broke the protocol or timed out.
@@ -302,10 +330,10 @@ fn protocol_error(e: &ProtocolError) -> End {
 }
 
 /// Parses everything the client sends and hands it to the session.
-async fn read_loop(
+async fn read_loop<S: ClientStream>(
     shared: &Shared,
-    state: &SocketState,
-    mut stream: SplitStream<WebSocket>,
+    state: &SessionState,
+    mut stream: S,
     mut buf: BytesMut,
     session: &HubSession,
 ) -> End {
@@ -346,17 +374,15 @@ async fn read_loop(
                     allow_reconnect: true,
                 };
             }
-            Ok(None | Some(Ok(Message::Close(_)))) => return End::Quiet,
+            Ok(None) => return End::Quiet,
             Ok(Some(Err(e))) => {
                 return End::Transport {
                     reason: format!("Connection closed with an error: {e}."),
                 };
             }
-            // Frames of either kind are accepted whatever the protocol:
+            // Payloads of either kind are accepted whatever the protocol:
             // the bytes are what counts, and some clients differ.
-            Ok(Some(Ok(Message::Text(text)))) => buf.extend_from_slice(text.as_bytes()),
-            Ok(Some(Ok(Message::Binary(bytes)))) => buf.extend_from_slice(&bytes),
-            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+            Ok(Some(Ok(payload))) => buf.extend_from_slice(&payload.bytes),
         }
     }
 }
@@ -374,20 +400,21 @@ enum Next {
 ///
 /// Once the server closes the connection, everything still to write (the
 /// frames queued before the close, in order, then the Close message and
-/// the close frame) gets [`STOP_GRACE`] in all, counted from the moment
+/// the transport's end) gets [`STOP_GRACE`] in all, counted from the moment
 /// the writer sees the close; a write already under way when the close
 /// comes goes on within that grace. A client that does not take it all by
 /// then (a stalled reader, a client too slow for the slow-consumer policy)
 /// is not waited for.
-async fn write_loop(
+async fn write_loop<K: ClientSink>(
     shared: &Shared,
-    state: &SocketState,
-    mut sink: SplitSink<WebSocket, Message>,
+    state: &SessionState,
+    mut sink: K,
     mut receiver: ConnectionReceiver,
 ) {
     let options = &shared.options;
     let connection = &state.connection;
     let protocol = state.protocol;
+    let binary = protocol.is_binary();
     let mut last_sent = Instant::now();
     // When the rest must be written by, once the server has closed.
     let mut closing: Option<Instant> = None;
@@ -401,33 +428,37 @@ async fn write_loop(
             },
             () = tokio::time::sleep_until(last_sent + options.keep_alive_interval) => Next::KeepAlive,
         };
-        let message = match next {
+        let frames = match next {
             Next::Stop => {
-                // The client is leaving: answer with a close frame if the
-                // socket still takes one, without waiting long.
-                let _ = tokio::time::timeout(STOP_GRACE, sink.send(close_frame())).await;
+                // The client is leaving: end the transport if it still
+                // takes that, without waiting long.
+                let _ = tokio::time::timeout(STOP_GRACE, sink.finish()).await;
                 return;
             }
-            Next::Frame(first) => frame_message(protocol, batch(first, &mut receiver)),
-            Next::KeepAlive => frame_message(protocol, protocol.write_ping()),
+            Next::Frame(first) => batch(first, &mut receiver),
+            Next::KeepAlive => protocol.write_ping(),
             Next::Closed => {
                 let deadline = *closing.get_or_insert_with(|| Instant::now() + STOP_GRACE);
                 let reason = connection.close_reason();
                 let allow_reconnect = state.allow_reconnect.load(Ordering::Relaxed);
                 let close = protocol.write_close(reason.as_deref(), allow_reconnect);
-                if send_until(state, &mut sink, frame_message(protocol, close), deadline).await {
-                    let _ = send_until(state, &mut sink, close_frame(), deadline).await;
+                if send_until(state, &mut sink, close, binary, deadline).await {
+                    tokio::select! {
+                        () = state.stop_writer.cancelled() => {}
+                        _ = tokio::time::timeout_at(deadline, sink.finish()) => {}
+                    }
                 }
                 return;
             }
         };
         let sent = match closing {
-            Some(deadline) => send_until(state, &mut sink, message, deadline).await,
+            Some(deadline) => send_until(state, &mut sink, frames, binary, deadline).await,
             None => {
                 let send = send_until(
                     state,
                     &mut sink,
-                    message,
+                    frames,
+                    binary,
                     Instant::now() + options.client_timeout,
                 );
                 let mut send = std::pin::pin!(send);
@@ -447,7 +478,7 @@ async fn write_loop(
             }
         };
         if !sent {
-            connection.close("the connection's socket failed");
+            connection.close("the connection's transport failed");
             return;
         }
         last_sent = Instant::now();
@@ -455,7 +486,7 @@ async fn write_loop(
 }
 
 /// Joins `first` with the frames queued right behind it, so a burst costs
-/// one WebSocket message instead of many; SignalR framing keeps the records
+/// one transport write instead of many; SignalR framing keeps the records
 /// apart.
 fn batch(first: Bytes, receiver: &mut ConnectionReceiver) -> Bytes {
     if first.len() >= MAX_BATCH_BYTES {
@@ -479,21 +510,22 @@ fn batch(first: Bytes, receiver: &mut ConnectionReceiver) -> Bytes {
     joined.freeze()
 }
 
-/// Sends one message unless the writer is told to stop or the client does
+/// Sends one batch unless the writer is told to stop or the client does
 /// not take it by `deadline`; `false` if it was not sent.
-async fn send_until(
-    state: &SocketState,
-    sink: &mut SplitSink<WebSocket, Message>,
-    message: Message,
+async fn send_until<K: ClientSink>(
+    state: &SessionState,
+    sink: &mut K,
+    frames: Bytes,
+    binary: bool,
     deadline: Instant,
 ) -> bool {
     let connection_id = state.connection.id();
     tokio::select! {
         () = state.stop_writer.cancelled() => false,
-        sent = tokio::time::timeout_at(deadline, sink.send(message)) => match sent {
+        sent = tokio::time::timeout_at(deadline, sink.send(frames, binary)) => match sent {
             Ok(Ok(())) => true,
             Ok(Err(e)) => {
-                tracing::debug!(%connection_id, error = %e, "WebSocket write failed");
+                tracing::debug!(%connection_id, error = %e, "a write to the client failed");
                 false
             }
             Err(_) => {
@@ -504,43 +536,20 @@ async fn send_until(
     }
 }
 
-/// Sends on the whole socket (before it is split), within `timeout`.
-async fn send_timed(
-    websocket: &mut WebSocket,
-    message: Message,
+/// Sends one batch within `timeout` (before the reader and writer start).
+async fn send_timed<K: ClientSink>(
+    sink: &mut K,
+    frames: Bytes,
+    binary: bool,
     timeout: Duration,
 ) -> Result<(), ()> {
-    match tokio::time::timeout(timeout, websocket.send(message)).await {
+    match tokio::time::timeout(timeout, sink.send(frames, binary)).await {
         Ok(Ok(())) => Ok(()),
         _ => Err(()),
     }
 }
 
-/// Frames of text protocols go in text messages, the others in binary.
-fn frame_message(protocol: Protocol, bytes: Bytes) -> Message {
-    if protocol.is_binary() {
-        Message::Binary(bytes)
-    } else {
-        text_message(bytes)
-    }
-}
-
-fn text_message(bytes: Bytes) -> Message {
-    // The clone is a reference-count increment, kept for the fallback.
-    match Utf8Bytes::try_from(bytes.clone()) {
-        Ok(text) => Message::Text(text),
-        // Text protocol frames are UTF-8 by construction; should one not
-        // be, the client still gets its bytes.
-        Err(e) => {
-            tracing::warn!(error = %e, "a text frame is not UTF-8; sending it as binary");
-            Message::Binary(bytes)
-        }
-    }
-}
-
-fn close_frame() -> Message {
-    Message::Close(Some(CloseFrame {
-        code: NORMAL_CLOSURE,
-        reason: Utf8Bytes::from_static(""),
-    }))
+/// Ends the transport within `timeout`.
+async fn finish_timed<K: ClientSink>(sink: &mut K, timeout: Duration) {
+    let _ = tokio::time::timeout(timeout, sink.finish()).await;
 }
