@@ -1,10 +1,11 @@
-//! SignalR over WebSockets on [axum] for switchboard: mount a
+//! SignalR on [axum] for switchboard: mount a
 //! [`Hub`](switchboard_core::Hub) at a path and the official SignalR
 //! clients (`@microsoft/signalr` for JavaScript, the .NET and Java clients)
-//! connect to it unchanged, with the JSON or the MessagePack hub protocol.
-//! This crate is only the transport: the hub, its methods and the lifetime
-//! manager (in memory, or the Redis backplane of `switchboard-redis` to run
-//! several servers) come from `switchboard-core`.
+//! connect to it unchanged, over WebSockets, Server-Sent Events or long
+//! polling, with the JSON or the MessagePack hub protocol. This crate is
+//! only the transport: the hub, its methods and the lifetime manager (in
+//! memory, or the Redis backplane of `switchboard-redis` to run several
+//! servers) come from `switchboard-core`.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -35,31 +36,56 @@
 //! [`router`] adds two routes, following SignalR's transport protocol:
 //!
 //! - `POST {path}/negotiate?negotiateVersion=1` answers with a new
-//!   connection id, a separate secret connection token and the one
-//!   transport offered, WebSockets (Text and Binary). Without
-//!   `negotiateVersion` (version 0) there is no token and the id plays its
-//!   part. Tokens not used within the token lifetime expire.
-//! - `GET {path}?id={token}` opens the WebSocket of a negotiated connection.
-//!   An unknown or expired token is `404 Not Found`, a token whose socket is
-//!   open is `409 Conflict`, and a token is good for one socket only.
-//!   Without `id` (the clients' `skipNegotiation`) the socket gets a fresh
-//!   connection id. Other query parameters are ignored here (your
-//!   authenticator may read them).
+//!   connection id, a separate secret connection token and the transports
+//!   offered, in the order clients try them: WebSockets (Text and Binary),
+//!   Server-Sent Events (Text) and long polling (Text and Binary); each can
+//!   be switched off ([`SignalROptions::websockets`],
+//!   [`SignalROptions::server_sent_events`],
+//!   [`SignalROptions::long_polling`]). Without `negotiateVersion`
+//!   (version 0) there is no token and the id plays its part. Tokens not
+//!   used within the token lifetime expire.
+//! - `{path}?id={token}` is the connection:
+//!   - a WebSocket upgrade opens the WebSocket (without `id`, the clients'
+//!     `skipNegotiation`, it gets a fresh connection id);
+//!   - `GET` with `Accept: text/event-stream` opens the event stream: each
+//!     batch of frames is one event, its lines in `data:` fields, sent with
+//!     headers that keep proxies from buffering or transforming it; it ends
+//!     when the connection does, and the connection ends when the client
+//!     drops it;
+//!   - any other `GET` is a long poll: the first returns at once, later
+//!     ones return every queued frame (200), an empty 200 after the poll
+//!     timeout, or 204 when a newer poll replaced them or the connection
+//!     ended;
+//!   - `POST` carries the client's messages on the two HTTP transports (409
+//!     while another POST of the connection is being taken in, 413 over
+//!     the size limit), and `DELETE` ends a connection.
 //!
-//! On the socket the client first sends the handshake (JSON and `0x1E`,
-//! whatever the protocol); `json` and `messagepack` version 1 are accepted,
-//! anything else is answered with an error and the socket is closed. The
+//!   An unknown, expired or finished token is `404 Not Found`, a token in
+//!   use by another connection `409 Conflict`, a request for another
+//!   transport than the connection's `400 Bad Request`, and a token is good
+//!   for one connection only. Every request of a connection must
+//!   authenticate as the user who negotiated it (`403` otherwise). Other
+//!   query parameters are ignored here (your authenticator may read them).
+//!
+//! Whatever the transport, one session serves the connection. The client
+//! first sends the handshake (JSON and `0x1E`, whatever the protocol);
+//! `json` and `messagepack` version 1 are accepted (`messagepack` not over
+//! Server-Sent Events, which carry text only), anything else is answered
+//! with an error and the connection is closed. The
 //! connection is then registered with the hub's lifetime manager and runs
 //! two loops. The reader parses the client's messages and hands them to the
 //! hub session, which runs invocations with back-pressure: while a client
 //! has as many invocations running as the hub allows, its socket is not
 //! read. The writer takes the frames queued for the connection (by hub
 //! methods on this server or, through the backplane, on any other), joins
-//! bursts into one WebSocket message, and sends a Ping when it has been
-//! quiet for the keep-alive interval. Frames go out as text messages for
+//! bursts into one transport write (one WebSocket message, one event, one
+//! poll's answer), and sends a Ping when it has been quiet for the
+//! keep-alive interval. On WebSockets frames go out as text messages for
 //! `json` and binary messages for `messagepack`; incoming text and binary
 //! messages are both accepted for either protocol, since only the bytes
-//! matter.
+//! matter. A long-polling client that stops polling is closed when the
+//! writer has waited the client timeout for a poll; one that stops sending
+//! (the official clients send a Ping every 15 s) by the client timeout.
 //!
 //! Whoever ends the connection, the session is closed exactly once: the
 //! connection leaves its groups and the hub's disconnect hook runs. When the
@@ -72,7 +98,8 @@
 //! # Authentication
 //!
 //! Give [`SignalROptions::authenticator`] an [`Authenticator`]: it sees the
-//! head of every negotiate and WebSocket request and returns the user id, no
+//! head of every negotiate and connection request (the WebSocket, the
+//! event stream, every poll, POST and DELETE) and returns the user id, no
 //! user (anonymous), or an [`AuthRejection`] answered with `401`. The user
 //! becomes the connection's user (`send_user` reaches all its connections).
 //! A token negotiated by one user is refused (`403`) on a socket that
@@ -109,6 +136,7 @@
 //!   logged with the connection id (`tracing`, debug or info level).
 
 mod auth;
+mod http;
 mod options;
 mod router;
 mod session;

@@ -32,6 +32,10 @@ pub struct SignalROptions {
     pub(crate) token_lifetime: Duration,
     pub(crate) max_pending_tokens: usize,
     pub(crate) authenticator: Option<Arc<dyn Authenticator>>,
+    pub(crate) websockets: bool,
+    pub(crate) server_sent_events: bool,
+    pub(crate) long_polling: bool,
+    pub(crate) long_poll_timeout: Duration,
 }
 
 impl Default for SignalROptions {
@@ -46,6 +50,10 @@ impl Default for SignalROptions {
             token_lifetime: Duration::from_secs(60),
             max_pending_tokens: 100_000,
             authenticator: None,
+            websockets: true,
+            server_sent_events: true,
+            long_polling: true,
+            long_poll_timeout: Duration::from_secs(90),
         }
     }
 }
@@ -62,6 +70,10 @@ impl fmt::Debug for SignalROptions {
             .field("token_lifetime", &self.token_lifetime)
             .field("max_pending_tokens", &self.max_pending_tokens)
             .field("authenticator", &self.authenticator.is_some())
+            .field("websockets", &self.websockets)
+            .field("server_sent_events", &self.server_sent_events)
+            .field("long_polling", &self.long_polling)
+            .field("long_poll_timeout", &self.long_poll_timeout)
             .finish()
     }
 }
@@ -138,6 +150,33 @@ impl SignalROptions {
     /// [`Authenticator`]. Default: none, every client is anonymous.
     pub fn authenticator(mut self, authenticator: impl Authenticator) -> Self {
         self.authenticator = Some(Arc::new(authenticator));
+        self
+    }
+
+    /// Whether clients may connect over WebSockets. Default: on.
+    pub fn websockets(mut self, enabled: bool) -> Self {
+        self.websockets = enabled;
+        self
+    }
+
+    /// Whether clients may connect over Server-Sent Events (text hub
+    /// protocols only). Default: on.
+    pub fn server_sent_events(mut self, enabled: bool) -> Self {
+        self.server_sent_events = enabled;
+        self
+    }
+
+    /// Whether clients may connect over long polling. Default: on.
+    pub fn long_polling(mut self, enabled: bool) -> Self {
+        self.long_polling = enabled;
+        self
+    }
+
+    /// How long a long poll waits for frames before it is answered empty
+    /// (and the client polls again). Default: 90 s, as ASP.NET Core. The
+    /// keep-alive Ping ends an idle poll sooner.
+    pub fn long_poll_timeout(mut self, timeout: Duration) -> Self {
+        self.long_poll_timeout = timeout.max(Duration::from_millis(1));
         self
     }
 }

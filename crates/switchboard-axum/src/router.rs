@@ -1,4 +1,6 @@
-//! The two HTTP endpoints: negotiate and the WebSocket upgrade.
+//! The HTTP endpoints: negotiate, and the connection endpoint of every
+//! transport (the WebSocket upgrade, the event stream, polls, POSTs and
+//! DELETE).
 
 use std::sync::Arc;
 
@@ -12,6 +14,7 @@ use axum::routing::{get, post};
 use serde::Serialize;
 use switchboard_core::{ConnectionId, Hub, random_token};
 
+use crate::http::{self, HttpConnections, Kind};
 use crate::options::SignalROptions;
 use crate::session::Accepted;
 use crate::tokens::{Claim, Tokens};
@@ -29,6 +32,8 @@ pub(crate) struct Shared {
     pub(crate) options: SignalROptions,
     /// Connection tokens between negotiate and the socket.
     tokens: Tokens,
+    /// Open Server-Sent Events and long-polling connections.
+    pub(crate) http: HttpConnections,
 }
 
 /// The routes of a SignalR endpoint for `hub` at `path`:
@@ -62,12 +67,16 @@ pub fn router(path: &str, hub: Hub, options: SignalROptions) -> Router {
     let socket_route = if base.is_empty() { "/" } else { base.as_str() };
     let shared = Arc::new(Shared {
         tokens: Tokens::new(options.token_lifetime, options.max_pending_tokens),
+        http: HttpConnections::default(),
         hub,
         options,
     });
     Router::new()
         .route(&format!("{base}/negotiate"), post(negotiate))
-        .route(socket_route, get(connect).connect(connect))
+        .route(
+            socket_route,
+            get(connect).connect(connect).post(send).delete(end),
+        )
         .with_state(shared)
 }
 
@@ -79,14 +88,38 @@ struct NegotiateResponse<'a> {
     connection_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     connection_token: Option<&'a str>,
-    available_transports: [Transport; 1],
+    available_transports: Vec<Transport>,
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Transport {
     transport: &'static str,
-    transfer_formats: [&'static str; 2],
+    transfer_formats: &'static [&'static str],
+}
+
+/// The transports this endpoint offers, in the order clients try them.
+fn transports(options: &SignalROptions) -> Vec<Transport> {
+    let mut offered = Vec::with_capacity(3);
+    if options.websockets {
+        offered.push(Transport {
+            transport: "WebSockets",
+            transfer_formats: &["Text", "Binary"],
+        });
+    }
+    if options.server_sent_events {
+        offered.push(Transport {
+            transport: "ServerSentEvents",
+            transfer_formats: &["Text"],
+        });
+    }
+    if options.long_polling {
+        offered.push(Transport {
+            transport: "LongPolling",
+            transfer_formats: &["Text", "Binary"],
+        });
+    }
+    offered
 }
 
 /// A negotiate failure, in the shape the clients read: `{"error": "..."}`.
@@ -163,10 +196,7 @@ async fn negotiate(State(shared): State<Arc<Shared>>, request: Request) -> Respo
         negotiate_version: version,
         connection_id: &connection_id,
         connection_token: token.as_deref(),
-        available_transports: [Transport {
-            transport: "WebSockets",
-            transfer_formats: ["Text", "Binary"],
-        }],
+        available_transports: transports(&shared.options),
     };
     let response = json_response(StatusCode::OK, &body);
     tracing::debug!(%connection_id, version, "negotiated");
@@ -174,14 +204,147 @@ async fn negotiate(State(shared): State<Arc<Shared>>, request: Request) -> Respo
     response
 }
 
-/// `GET {path}`: the WebSocket, with `?id={token}` after negotiate or
-/// without `id` when the client skips negotiation.
+/// Which transport a `GET {path}` asks for.
+fn requested_transport(parts: &Parts) -> Option<Kind> {
+    let header_has = |name: header::HeaderName, value: &str| {
+        parts
+            .headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.to_ascii_lowercase().contains(value))
+    };
+    if header_has(header::UPGRADE, "websocket") || parts.method == axum::http::Method::CONNECT {
+        None
+    } else if header_has(header::ACCEPT, "text/event-stream") {
+        Some(Kind::ServerSentEvents)
+    } else {
+        Some(Kind::LongPolling)
+    }
+}
+
+fn plain(status: StatusCode, body: &'static str) -> Response {
+    (status, body).into_response()
+}
+
+/// A refused request: its status and the text of the answer.
+pub(crate) type Refusal = (StatusCode, &'static str);
+
+/// The `id` of a request, or why it is refused.
+fn required_id(parts: &Parts) -> Result<String, Refusal> {
+    let Some(params) = query_params(parts) else {
+        return Err((StatusCode::BAD_REQUEST, "The query string is invalid."));
+    };
+    param(&params, "id")
+        .map(str::to_owned)
+        .ok_or((StatusCode::BAD_REQUEST, "Connection ID required"))
+}
+
+/// Claims a negotiated token for a new connection.
+fn claim(shared: &Shared, token: &str, user: Option<String>) -> Result<Accepted, Refusal> {
+    match shared.tokens.claim(token, user.as_deref()) {
+        Claim::Granted(pending, guard) => Ok(Accepted {
+            connection_id: pending.connection_id,
+            user,
+            live: Some(guard),
+        }),
+        Claim::Unknown => {
+            tracing::debug!("connection refused: unknown connection token");
+            Err((StatusCode::NOT_FOUND, "No Connection with that ID"))
+        }
+        Claim::InUse => {
+            tracing::debug!("connection refused: connection token already in use");
+            Err((
+                StatusCode::CONFLICT,
+                "Connection ID is already in use by another connection",
+            ))
+        }
+        Claim::OtherUser => {
+            tracing::debug!("connection refused: connection token of another user");
+            Err((
+                StatusCode::FORBIDDEN,
+                "The connection was negotiated by another user",
+            ))
+        }
+    }
+}
+
+/// `GET {path}`: the WebSocket (with `?id={token}` after negotiate, or
+/// without `id` when the client skips negotiation), the event stream, or a
+/// poll.
 async fn connect(State(shared): State<Arc<Shared>>, request: Request) -> Response {
-    let (mut parts, _body) = request.into_parts();
+    let (parts, _body) = request.into_parts();
     let user = match authenticate(&shared, &parts).await {
         Ok(user) => user,
         Err(response) => return response,
     };
+    let Some(kind) = requested_transport(&parts) else {
+        return connect_websocket(shared, parts, user).await;
+    };
+    let token = match required_id(&parts) {
+        Ok(token) => token,
+        Err(refusal) => return refusal.into_response(),
+    };
+    match http::find(&shared, &token, user.as_deref()) {
+        Err(refusal) => return refusal.into_response(),
+        Ok(Some(connection)) => return http::get(&shared, connection, kind).await,
+        Ok(None) => {}
+    }
+    if !http::enabled(&shared, kind) {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "The transport is not enabled on this endpoint.",
+        );
+    }
+    match claim(&shared, &token, user) {
+        Ok(accepted) => http::open(shared, kind, token, accepted),
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// `POST {path}?id=`: a client's messages on an SSE or long-polling
+/// connection.
+async fn send(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    match http_connection(&shared, &parts).await {
+        Ok(connection) => http::post(&shared, connection, body).await,
+        Err(response) => response,
+    }
+}
+
+/// `DELETE {path}?id=`: the client ends its SSE or long-polling connection.
+async fn end(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let (parts, _body) = request.into_parts();
+    match http_connection(&shared, &parts).await {
+        Ok(connection) => http::delete(&connection),
+        Err(response) => response,
+    }
+}
+
+/// The open HTTP-transport connection a POST or DELETE names.
+async fn http_connection(
+    shared: &Shared,
+    parts: &Parts,
+) -> Result<Arc<http::HttpConnection>, Response> {
+    let user = authenticate(shared, parts).await?;
+    let token = required_id(parts).map_err(IntoResponse::into_response)?;
+    http::find(shared, &token, user.as_deref())
+        .map_err(IntoResponse::into_response)?
+        .ok_or_else(|| plain(StatusCode::NOT_FOUND, "No Connection with that ID"))
+}
+
+/// The WebSocket upgrade.
+async fn connect_websocket(
+    shared: Arc<Shared>,
+    mut parts: Parts,
+    user: Option<String>,
+) -> Response {
+    if !shared.options.websockets {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "The transport is not enabled on this endpoint.",
+        );
+    }
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(upgrade) => upgrade,
         Err(rejection) => return rejection.into_response(),
@@ -189,49 +352,30 @@ async fn connect(State(shared): State<Arc<Shared>>, request: Request) -> Respons
     let Some(params) = query_params(&parts) else {
         return (StatusCode::BAD_REQUEST, "The query string is invalid.").into_response();
     };
-    let (connection_id, live) = match param(&params, "id") {
-        None => (ConnectionId::random(), None),
-        Some(token) => match shared.tokens.claim(token, user.as_deref()) {
-            Claim::Granted(pending, guard) => (pending.connection_id, Some(guard)),
-            Claim::Unknown => {
-                tracing::debug!("WebSocket refused: unknown connection token");
-                return (StatusCode::NOT_FOUND, "No Connection with that ID").into_response();
-            }
-            Claim::InUse => {
-                tracing::debug!("WebSocket refused: connection token already in use");
-                return (
-                    StatusCode::CONFLICT,
-                    "Connection ID is already in use by another WebSocket",
-                )
-                    .into_response();
-            }
-            Claim::OtherUser => {
-                tracing::debug!("WebSocket refused: connection token of another user");
-                return (
-                    StatusCode::FORBIDDEN,
-                    "The connection was negotiated by another user",
-                )
-                    .into_response();
-            }
+    let accepted = match param(&params, "id") {
+        None => Accepted {
+            connection_id: ConnectionId::random(),
+            user,
+            live: None,
+        },
+        Some(token) if shared.http.contains(token) => {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                "The connection does not use WebSockets.",
+            );
+        }
+        Some(token) => match claim(&shared, token, user) {
+            Ok(accepted) => accepted,
+            Err(refusal) => return refusal.into_response(),
         },
     };
     let limit = websocket::message_limit(shared.options.max_message_size);
-    let failed_id = connection_id.clone();
+    let failed_id = accepted.connection_id.clone();
     upgrade
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_failed_upgrade(move |error| {
             tracing::debug!(connection_id = %failed_id, %error, "WebSocket upgrade failed");
         })
-        .on_upgrade(move |websocket| {
-            websocket::run(
-                shared,
-                websocket,
-                Accepted {
-                    connection_id,
-                    user,
-                    live,
-                },
-            )
-        })
+        .on_upgrade(move |websocket| websocket::run(shared, websocket, accepted))
 }

@@ -70,6 +70,12 @@ pub(crate) trait ClientSink: Send {
     /// Ends the transport: the WebSocket close frame, the end of an event
     /// stream, the last poll. Called at most once, with nothing sent after.
     fn finish(&mut self) -> impl Future<Output = ()> + Send;
+
+    /// Whether the transport carries binary frames (Server-Sent Events
+    /// carry text only, so binary hub protocols are refused on them).
+    fn carries_binary(&self) -> bool {
+        true
+    }
 }
 
 /// A connection that passed the HTTP checks.
@@ -276,6 +282,15 @@ async fn handshake<S: ClientStream, K: ClientSink>(
         refuse(shared, sink, binary, &error).await;
         return None;
     };
+    if protocol.is_binary() && !sink.carries_binary() {
+        let error = format!(
+            "The '{}' protocol is binary, and this transport carries text only.",
+            request.protocol
+        );
+        tracing::debug!(%connection_id, %error, "handshake refused");
+        refuse(shared, sink, binary, &error).await;
+        return None;
+    }
     if !is_version_supported(request.version) {
         let error = format!(
             "The server does not support version {} of the '{}' protocol.",

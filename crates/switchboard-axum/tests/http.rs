@@ -21,7 +21,11 @@ async fn negotiate_v1_returns_a_token_distinct_from_the_id() {
     assert_ne!(id, token);
     assert_eq!(
         body["availableTransports"],
-        json!([{ "transport": "WebSockets", "transferFormats": ["Text", "Binary"] }])
+        json!([
+            { "transport": "WebSockets", "transferFormats": ["Text", "Binary"] },
+            { "transport": "ServerSentEvents", "transferFormats": ["Text"] },
+            { "transport": "LongPolling", "transferFormats": ["Text", "Binary"] },
+        ])
     );
     // Each negotiate hands out new values.
     let again = server.negotiate("?negotiateVersion=1").await;

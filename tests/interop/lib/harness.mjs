@@ -19,8 +19,10 @@ function required(name) {
 
 /** A chat server process on the shared Redis. */
 export class ChatServer {
-  static async start(port = 0) {
+  /** `args`: more command-line arguments, such as `['--no-websockets']`. */
+  static async start(port = 0, args = []) {
     const server = new ChatServer();
+    server.args = args;
     await server.#spawn(port);
     return server;
   }
@@ -28,7 +30,7 @@ export class ChatServer {
   async #spawn(port) {
     const binary = required('SWITCHBOARD_CHAT_BIN');
     const redis = required('SWITCHBOARD_REDIS_URL');
-    this.process = spawn(binary, ['--port', String(port), '--redis', redis], {
+    this.process = spawn(binary, ['--port', String(port), '--redis', redis, ...this.args], {
       stdio: ['ignore', 'pipe', 'inherit'],
       env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
     });
@@ -65,13 +67,17 @@ export class ChatServer {
 
 /** A connected chat client that records every `message(from, text)` it receives. */
 export class Client {
-  static async connect(server, { user, protocol = 'json', skipNegotiation = false, reconnect = false, path = '/hubs/chat' } = {}) {
+  /**
+   * `transport`: a `signalR.HttpTransportType` (WebSockets by default), or
+   * `null` to let the client pick as it would on its own.
+   */
+  static async connect(server, { user, protocol = 'json', skipNegotiation = false, reconnect = false, path = '/hubs/chat', transport = signalR.HttpTransportType.WebSockets } = {}) {
     const client = new Client();
     const query = user === undefined ? '' : `?user=${encodeURIComponent(user)}`;
     let builder = new signalR.HubConnectionBuilder()
       .withUrl(`${server.url}${path}${query}`, {
         skipNegotiation,
-        transport: signalR.HttpTransportType.WebSockets,
+        ...(transport === null ? {} : { transport }),
       })
       .configureLogging(signalR.LogLevel.None);
     if (protocol === 'messagepack') {
@@ -144,6 +150,29 @@ export class Client {
   stop() {
     return this.connection.stop();
   }
+}
+
+/**
+ * Two chat servers on the shared Redis for the tests of one file, started
+ * in `before` and stopped, with every client `connect` made, in `after`:
+ * `{ a, b, connect(server, options) }`.
+ */
+export function twoServers({ before, after }) {
+  const servers = { a: null, b: null, clients: [] };
+  servers.connect = async (server, options) => {
+    const client = await Client.connect(server, options);
+    servers.clients.push(client);
+    return client;
+  };
+  before(async () => {
+    servers.a = await ChatServer.start();
+    servers.b = await ChatServer.start();
+  });
+  after(async () => {
+    await Promise.allSettled(servers.clients.map((c) => c.stop()));
+    await Promise.allSettled([servers.a?.stop(), servers.b?.stop()]);
+  });
+  return servers;
 }
 
 /** A text no other test uses. */

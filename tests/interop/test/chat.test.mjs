@@ -3,33 +3,16 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ChatServer, Client, PROTOCOLS, unique } from '../lib/harness.mjs';
+import { Client, PROTOCOLS, twoServers, unique } from '../lib/harness.mjs';
 
-let serverA;
-let serverB;
-const clients = [];
-
-async function connect(server, options) {
-  const client = await Client.connect(server, options);
-  clients.push(client);
-  return client;
-}
-
-before(async () => {
-  serverA = await ChatServer.start();
-  serverB = await ChatServer.start();
-});
-
-after(async () => {
-  await Promise.allSettled(clients.map((c) => c.stop()));
-  await Promise.allSettled([serverA?.stop(), serverB?.stop()]);
-});
+const servers = twoServers({ before, after });
+const { connect } = servers;
 
 for (const protocol of PROTOCOLS) {
   describe(`${protocol} protocol`, () => {
     test('send and receive across servers', async () => {
-      const alice = await connect(serverA, { user: unique('alice'), protocol });
-      const bob = await connect(serverB, { user: unique('bob'), protocol });
+      const alice = await connect(servers.a, { user: unique('alice'), protocol });
+      const bob = await connect(servers.b, { user: unique('bob'), protocol });
       const text = unique('hello');
       await alice.invoke('Broadcast', text);
       const got = await bob.receive(text);
@@ -38,8 +21,8 @@ for (const protocol of PROTOCOLS) {
     });
 
     test('BroadcastOthers skips the caller', async () => {
-      const alice = await connect(serverA, { user: unique('alice'), protocol });
-      const bob = await connect(serverB, { user: unique('bob'), protocol });
+      const alice = await connect(servers.a, { user: unique('alice'), protocol });
+      const bob = await connect(servers.b, { user: unique('bob'), protocol });
       const text = unique('others');
       await alice.invoke('BroadcastOthers', text);
       await bob.receive(text);
@@ -48,9 +31,9 @@ for (const protocol of PROTOCOLS) {
 
     test('group messages reach members on both servers only', async () => {
       const group = unique('room');
-      const a = await connect(serverA, { user: unique('a'), protocol });
-      const b = await connect(serverB, { user: unique('b'), protocol });
-      const outsider = await connect(serverB, { user: unique('c'), protocol });
+      const a = await connect(servers.a, { user: unique('a'), protocol });
+      const b = await connect(servers.b, { user: unique('b'), protocol });
+      const outsider = await connect(servers.b, { user: unique('c'), protocol });
       await a.invoke('Join', group);
       await b.invoke('Join', group);
       const text = unique('group');
@@ -73,9 +56,9 @@ for (const protocol of PROTOCOLS) {
 
     test('user messages reach every connection of the user', async () => {
       const user = unique('dora');
-      const first = await connect(serverA, { user, protocol });
-      const second = await connect(serverB, { user, protocol });
-      const sender = await connect(serverA, { user: unique('sender'), protocol });
+      const first = await connect(servers.a, { user, protocol });
+      const second = await connect(servers.b, { user, protocol });
+      const sender = await connect(servers.a, { user: unique('sender'), protocol });
       const text = unique('to-user');
       await sender.invoke('SendUser', user, text);
       await first.receive(text);
@@ -84,9 +67,9 @@ for (const protocol of PROTOCOLS) {
 
     test('user messages still arrive after one of the connections disconnects', async () => {
       const user = unique('erin');
-      const leaving = await connect(serverB, { user, protocol });
-      const staying = await connect(serverB, { user, protocol });
-      const sender = await connect(serverA, { user: unique('sender'), protocol });
+      const leaving = await connect(servers.b, { user, protocol });
+      const staying = await connect(servers.b, { user, protocol });
+      const sender = await connect(servers.a, { user: unique('sender'), protocol });
       await leaving.stop();
       const text = unique('after-disconnect');
       await sender.invoke('SendUser', user, text);
@@ -94,9 +77,9 @@ for (const protocol of PROTOCOLS) {
     });
 
     test('group and user names with pattern characters are literal', async () => {
-      const star = await connect(serverB, { user: '*', protocol });
-      const plain = await connect(serverB, { user: unique('plain'), protocol });
-      const sender = await connect(serverA, { user: unique('sender'), protocol });
+      const star = await connect(servers.b, { user: '*', protocol });
+      const plain = await connect(servers.b, { user: unique('plain'), protocol });
+      const sender = await connect(servers.a, { user: unique('sender'), protocol });
       await star.invoke('Join', '*');
       await plain.invoke('Join', 'a?b');
       await plain.invoke('Join', 'x:y');
@@ -122,8 +105,8 @@ for (const protocol of PROTOCOLS) {
     });
 
     test('SendConnection reaches a connection on the other server', async () => {
-      const a = await connect(serverA, { user: unique('a'), protocol });
-      const b = await connect(serverB, { user: unique('b'), protocol });
+      const a = await connect(servers.a, { user: unique('a'), protocol });
+      const b = await connect(servers.b, { user: unique('b'), protocol });
       const text = unique('direct');
       await a.invoke('SendConnection', b.id, text);
       const got = await b.receive(text);
@@ -132,8 +115,8 @@ for (const protocol of PROTOCOLS) {
 
     test('AddToGroup and RemoveFromGroup for a connection on the other server', async () => {
       const group = unique('remote-group');
-      const a = await connect(serverA, { user: unique('a'), protocol });
-      const b = await connect(serverB, { user: unique('b'), protocol });
+      const a = await connect(servers.a, { user: unique('a'), protocol });
+      const b = await connect(servers.b, { user: unique('b'), protocol });
       await a.invoke('AddToGroup', b.id, group);
       const text = unique('added');
       await a.invoke('SendGroup', group, text);
@@ -149,8 +132,8 @@ for (const protocol of PROTOCOLS) {
     });
 
     test('AskClient gets the answer of a client on the other server', async () => {
-      const a = await connect(serverA, { user: unique('a'), protocol });
-      const b = await connect(serverB, { user: unique('b'), protocol });
+      const a = await connect(servers.a, { user: unique('a'), protocol });
+      const b = await connect(servers.b, { user: unique('b'), protocol });
       assert.equal(await a.invoke('AskClient', b.id, 'ping?'), 'answer to ping?');
 
       b.answer = () => {
@@ -162,8 +145,8 @@ for (const protocol of PROTOCOLS) {
     });
 
     test('AskClient fails with "disconnected" when the target leaves first', async () => {
-      const a = await connect(serverA, { user: unique('a'), protocol });
-      const b = await connect(serverB, { user: unique('b'), protocol });
+      const a = await connect(servers.a, { user: unique('a'), protocol });
+      const b = await connect(servers.b, { user: unique('b'), protocol });
       let asked;
       const wasAsked = new Promise((resolve) => {
         asked = resolve;
@@ -179,7 +162,7 @@ for (const protocol of PROTOCOLS) {
     });
 
     test('Count streams 1..=n', async () => {
-      const a = await connect(serverA, { user: unique('a'), protocol });
+      const a = await connect(servers.a, { user: unique('a'), protocol });
       const items = [];
       await new Promise((resolve, reject) => {
         a.connection.stream('Count', 5).subscribe({
@@ -211,7 +194,7 @@ for (const protocol of PROTOCOLS) {
 
 describe('transport', () => {
   test('negotiate answers version 1 with a token distinct from the id', async () => {
-    const response = await fetch(`${serverA.url}/hubs/chat/negotiate?negotiateVersion=1`, { method: 'POST' });
+    const response = await fetch(`${servers.a.url}/hubs/chat/negotiate?negotiateVersion=1`, { method: 'POST' });
     assert.equal(response.status, 200);
     const body = await response.json();
     assert.equal(body.negotiateVersion, 1);
@@ -224,7 +207,7 @@ describe('transport', () => {
 
   test('skipNegotiation connects straight over WebSockets', async () => {
     for (const protocol of PROTOCOLS) {
-      const client = await connect(serverB, { user: unique('skip'), protocol, skipNegotiation: true });
+      const client = await connect(servers.b, { user: unique('skip'), protocol, skipNegotiation: true });
       assert.ok(client.id);
       const text = unique('skip');
       await client.invoke('Broadcast', text);
@@ -233,16 +216,16 @@ describe('transport', () => {
   });
 
   test('an unknown hub path is 404', async () => {
-    const response = await fetch(`${serverA.url}/hubs/nope/negotiate?negotiateVersion=1`, { method: 'POST' });
+    const response = await fetch(`${servers.a.url}/hubs/nope/negotiate?negotiateVersion=1`, { method: 'POST' });
     assert.equal(response.status, 404);
-    await assert.rejects(Client.connect(serverA, { user: 'x', path: '/hubs/nope' }));
+    await assert.rejects(Client.connect(servers.a, { user: 'x', path: '/hubs/nope' }));
   });
 
   test('the client reconnects by itself after its server restarts', async () => {
-    const a = await connect(serverA, { user: unique('a') });
-    const b = await connect(serverB, { user: unique('b'), reconnect: true });
+    const a = await connect(servers.a, { user: unique('a') });
+    const b = await connect(servers.b, { user: unique('b'), reconnect: true });
     const reconnected = new Promise((resolve) => b.connection.onreconnected(resolve));
-    await serverB.restart();
+    await servers.b.restart();
     await reconnected;
     const text = unique('after-restart');
     await a.invoke('Broadcast', text);

@@ -34,7 +34,7 @@ use tracing_subscriber::EnvFilter;
 const USAGE: &str = "\
 switchboard chat demo
 
-Usage: chat [--port N] [--redis URL]
+Usage: chat [--port N] [--redis URL] [--no-websockets] [--no-sse] [--no-long-polling]
 
 Options:
   --port N      listen on 127.0.0.1:N (default 5000; 0 picks a free port)
@@ -42,6 +42,8 @@ Options:
                 or a Redis Cluster: redis-cluster://host:port?node=host2:port2
                 (default: $SWITCHBOARD_REDIS_URL,
                 else a single server with the in-memory manager)
+  --no-websockets, --no-sse, --no-long-polling
+                switch a transport off (all three are offered by default)
   -h, --help    show this help
 
 Logs go to stderr; set RUST_LOG to change the level (default info).";
@@ -57,12 +59,17 @@ const MAX_USER_LEN: usize = 64;
 struct Args {
     port: u16,
     redis: Option<String>,
+    /// Transports switched off with `--no-websockets` and the like.
+    websockets: bool,
+    server_sent_events: bool,
+    long_polling: bool,
 }
 
 /// Parses the arguments; `Ok(None)` when help was asked for.
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
     let mut port = 5000;
     let mut redis = None;
+    let (mut websockets, mut server_sent_events, mut long_polling) = (true, true, true);
     while let Some(arg) = args.next() {
         let (name, inline) = match arg.split_once('=') {
             Some((name, value)) if name.starts_with("--") => {
@@ -85,6 +92,9 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
                     .map_err(|_| format!("--port: '{text}' is not a port number"))?;
             }
             "--redis" => redis = Some(value("--redis")?),
+            "--no-websockets" => websockets = false,
+            "--no-sse" => server_sent_events = false,
+            "--no-long-polling" => long_polling = false,
             other => return Err(format!("unknown argument '{other}'")),
         }
     }
@@ -93,7 +103,13 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
             .ok()
             .filter(|url| !url.trim().is_empty())
     });
-    Ok(Some(Args { port, redis }))
+    Ok(Some(Args {
+        port,
+        redis,
+        websockets,
+        server_sent_events,
+        long_polling,
+    }))
 }
 
 #[tokio::main]
@@ -140,7 +156,11 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
         }
     };
 
-    let options = SignalROptions::default().authenticator(demo_user);
+    let options = SignalROptions::default()
+        .authenticator(demo_user)
+        .websockets(args.websockets)
+        .server_sent_events(args.server_sent_events)
+        .long_polling(args.long_polling);
     let app = Router::new()
         .route("/", get(index))
         .route("/style.css", get(style))

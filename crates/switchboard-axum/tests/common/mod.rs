@@ -112,6 +112,8 @@ pub fn query_user(request: &Parts) -> Result<Option<String>, AuthRejection> {
 /// A running test server; stops when dropped.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The hub it serves.
+    pub hub: switchboard_core::Hub,
     /// The error each closed session reported, in order.
     pub disconnects: Arc<Mutex<Vec<Option<String>>>>,
     task: JoinHandle<()>,
@@ -127,7 +129,8 @@ impl TestServer {
     /// Serves the test hub at `/hub` with `options`.
     pub async fn start(options: SignalROptions) -> TestServer {
         let disconnects = Arc::new(Mutex::new(Vec::new()));
-        let app = router("/hub", test_hub(disconnects.clone()), options);
+        let hub = test_hub(disconnects.clone());
+        let app = router("/hub", hub.clone(), options);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
@@ -135,6 +138,7 @@ impl TestServer {
         });
         TestServer {
             addr,
+            hub,
             disconnects,
             task,
         }
@@ -147,12 +151,30 @@ impl TestServer {
 
     /// A raw HTTP/1.1 request; returns the status and the body.
     pub async fn http(&self, method: &str, path: &str) -> (u16, String) {
+        self.http_with(method, path, &[], b"").await
+    }
+
+    /// A raw HTTP/1.1 request with `headers` and `body`; returns the
+    /// status and the body.
+    pub async fn http_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, String) {
         let mut stream = TcpStream::connect(self.addr).await.unwrap();
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            self.addr
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+            self.addr,
+            body.len()
         );
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
         stream.write_all(request.as_bytes()).await.unwrap();
+        stream.write_all(body).await.unwrap();
         let mut response = Vec::new();
         tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
             .await
