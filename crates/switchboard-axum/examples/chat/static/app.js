@@ -1,5 +1,7 @@
-// The switchboard chat page: a small SignalR client (negotiate, WebSocket,
-// JSON hub protocol) written against the browser's WebSocket. No libraries.
+// The switchboard chat page: a small SignalR client (negotiate, the JSON hub
+// protocol, and the three transports: WebSockets, Server-Sent Events, long
+// polling) written against the browser's WebSocket, EventSource and fetch.
+// No libraries.
 "use strict";
 
 const HUB = "/hubs/chat";
@@ -9,7 +11,9 @@ const SERVER_TIMEOUT_MS = 30000; // give up after this long without hearing
 
 const $ = (id) => document.getElementById(id);
 
-let socket = null; // the open WebSocket, once the handshake is done or pending
+// The open transport, once the handshake is done or pending:
+// { name, send(text), close(), isOpen() }.
+let socket = null;
 let me = null; // { connectionId, user } from WhoAmI
 let room = null; // the joined room; messages go there when set
 let nextInvocationId = 1;
@@ -47,7 +51,7 @@ function addMessage(from, text) {
 
 // Sends one hub message as a JSON record.
 function sendRecord(message) {
-  if (!socket || socket.readyState !== WebSocket.OPEN) throw new Error("not connected");
+  if (!socket || !socket.isOpen()) throw new Error("not connected");
   socket.send(JSON.stringify(message) + RS);
   lastSent = Date.now();
 }
@@ -104,21 +108,15 @@ function onMessage(message) {
   }
 }
 
-function openSocket(url) {
-  const ws = new WebSocket(url);
-  socket = ws;
+// Handles the text the server sent on `transport`: the handshake answer,
+// then hub records.
+function receiver(transport) {
   let buffer = "";
   let handshakeDone = false;
-
-  ws.onopen = () => {
-    ws.send(JSON.stringify({ protocol: "json", version: 1 }) + RS);
-    lastSent = lastReceived = Date.now();
-  };
-
-  ws.onmessage = (event) => {
-    if (ws !== socket || typeof event.data !== "string") return;
+  return (text) => {
+    if (transport !== socket) return;
     lastReceived = Date.now();
-    buffer += event.data;
+    buffer += text;
     let end;
     while ((end = buffer.indexOf(RS)) >= 0) {
       const record = JSON.parse(buffer.slice(0, end));
@@ -130,21 +128,149 @@ function openSocket(url) {
       handshakeDone = true;
       if (record.error) {
         notice(`handshake refused: ${record.error}`, true);
-        ws.close();
+        transport.close();
         return;
       }
       whoAmI();
     }
   };
+}
 
-  ws.onclose = () => {
-    if (ws !== socket) return;
-    socket = null;
-    for (const call of pending.values()) call.reject(new Error("connection closed"));
-    pending.clear();
-    setRoom(null);
-    setConnected(false);
+// Called once when `transport` ends, whoever ends it.
+function closed(transport) {
+  if (transport !== socket) return;
+  socket = null;
+  for (const call of pending.values()) call.reject(new Error("connection closed"));
+  pending.clear();
+  setRoom(null);
+  setConnected(false);
+}
+
+// Sends the handshake once `transport` is open.
+function opened(transport) {
+  transport.send(JSON.stringify({ protocol: "json", version: 1 }) + RS);
+  lastSent = lastReceived = Date.now();
+}
+
+// The WebSocket transport. Resolves once open; rejects if it cannot open.
+function openWebSocket(url) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url.replace(/^http/, "ws"));
+    const transport = {
+      name: "WebSockets",
+      send: (text) => ws.send(text),
+      close: () => ws.close(),
+      isOpen: () => ws.readyState === WebSocket.OPEN,
+    };
+    let open = false;
+    ws.onopen = () => {
+      open = true;
+      resolve(transport);
+    };
+    ws.onmessage = (event) => {
+      if (typeof event.data === "string") transport.receive(event.data);
+    };
+    ws.onclose = () => (open ? closed(transport) : reject(new Error("the WebSocket did not open")));
+  });
+}
+
+// Client-to-server messages of the HTTP transports: one POST at a time, in order.
+function poster(url) {
+  let queue = Promise.resolve();
+  return (text) => {
+    queue = queue.then(() => fetch(url, { method: "POST", body: text })).then((response) => {
+      if (!response.ok) throw new Error(`send failed: ${response.status}`);
+    });
+    queue.catch(() => {});
   };
+}
+
+// The Server-Sent Events transport.
+function openEventStream(url) {
+  return new Promise((resolve, reject) => {
+    const events = new EventSource(url);
+    let open = false;
+    const transport = {
+      name: "ServerSentEvents",
+      send: poster(url),
+      close: () => {
+        events.close();
+        closed(transport);
+      },
+      isOpen: () => open && events.readyState !== EventSource.CLOSED,
+    };
+    events.onopen = () => {
+      open = true;
+      resolve(transport);
+    };
+    events.onmessage = (event) => transport.receive(event.data);
+    events.onerror = () => {
+      events.close();
+      if (open) closed(transport);
+      else reject(new Error("the event stream did not open"));
+    };
+  });
+}
+
+// The long-polling transport: one poll after another until the server
+// answers 204 or an error.
+async function openLongPolling(url) {
+  const first = await fetch(url);
+  if (first.status !== 200) throw new Error(`long polling refused: ${first.status}`);
+  let open = true;
+  const transport = {
+    name: "LongPolling",
+    send: poster(url),
+    close: () => {
+      if (!open) return;
+      open = false;
+      fetch(url, { method: "DELETE" }).catch(() => {});
+      closed(transport);
+    },
+    isOpen: () => open,
+  };
+  (async () => {
+    while (open) {
+      let response;
+      try {
+        response = await fetch(url);
+      } catch {
+        break;
+      }
+      if (response.status !== 200) break;
+      const text = await response.text();
+      if (text && transport.receive) transport.receive(text);
+    }
+    open = false;
+    closed(transport);
+  })();
+  return transport;
+}
+
+const TRANSPORTS = {
+  WebSockets: openWebSocket,
+  ServerSentEvents: openEventStream,
+  LongPolling: openLongPolling,
+};
+
+// Opens the chosen transport, or (auto) the first of the server's that opens.
+async function openTransport(url, negotiation, choice) {
+  const offered = (negotiation.availableTransports || []).map((t) => t.transport);
+  const candidates = choice === "auto" ? offered : [choice];
+  let lastError = new Error("the server offers no transport this page knows");
+  for (const name of candidates) {
+    if (!TRANSPORTS[name]) continue;
+    if (!offered.includes(name)) {
+      lastError = new Error(`the server does not offer ${name}`);
+      continue;
+    }
+    try {
+      return await TRANSPORTS[name](url);
+    } catch (e) {
+      lastError = e;
+    }
+  }
+  throw lastError;
 }
 
 async function whoAmI() {
@@ -175,9 +301,13 @@ async function connect() {
     if (!response.ok) throw new Error(`negotiate failed: ${response.status} ${await response.text()}`);
     const negotiation = await response.json();
     if (negotiation.error) throw new Error(negotiation.error);
-    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     const token = encodeURIComponent(negotiation.connectionToken);
-    openSocket(`${scheme}//${location.host}${HUB}?${query}id=${token}`);
+    const url = `${location.protocol}//${location.host}${HUB}?${query}id=${token}`;
+    const transport = await openTransport(url, negotiation, $("transport").value);
+    transport.receive = receiver(transport);
+    socket = transport;
+    $("transport-used").textContent = transport.name;
+    opened(transport);
   } catch (e) {
     setConnected(false);
     notice(e.message, true);
@@ -220,7 +350,7 @@ async function leave() {
 
 // Keep-alive both ways: Ping when quiet, give up when the server is silent.
 setInterval(() => {
-  if (!socket || socket.readyState !== WebSocket.OPEN) return;
+  if (!socket || !socket.isOpen()) return;
   const now = Date.now();
   if (now - lastReceived > SERVER_TIMEOUT_MS) {
     notice("the server stopped answering", true);
@@ -238,5 +368,7 @@ $("text").addEventListener("keydown", (e) => { if (e.key === "Enter") send(); })
 $("room").addEventListener("keydown", (e) => { if (e.key === "Enter") join(); });
 $("user").addEventListener("keydown", (e) => { if (e.key === "Enter") connect(); });
 
-// `/?user=alice` fills in the name.
-$("user").value = new URLSearchParams(location.search).get("user") || "";
+// `/?user=alice&transport=LongPolling` fills in the name and the transport.
+const params = new URLSearchParams(location.search);
+$("user").value = params.get("user") || "";
+if (TRANSPORTS[params.get("transport")]) $("transport").value = params.get("transport");
