@@ -20,11 +20,15 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::router::{Refusal, Shared};
-use crate::session::{self, Accepted, ClientSink, ClientStream, Payload};
+use crate::session::{self, Accepted, BatchLimits, ClientSink, ClientStream, Payload};
 
 /// How many POSTed payloads may wait for the session's reader; a POST
 /// beyond that waits (the client's send is back-pressured).
 const INBOUND_CAPACITY: usize = 8;
+
+/// A poll's answer stops growing once it holds this many bytes (the
+/// connection's queue is bounded in frames; this bounds it in bytes).
+const MAX_POLL_BYTES: usize = 8 * 1024 * 1024;
 
 /// How many SSE events may wait for the response body to take them.
 const EVENT_CAPACITY: usize = 4;
@@ -419,6 +423,14 @@ impl ClientSink for PollSink {
         self.connection.ended.cancel();
         if let Some(poll) = self.connection.poll.lock().take() {
             let _ = poll.answer.send(Answer::Done);
+        }
+    }
+
+    /// A poll takes every frame queued (each poll is a round trip).
+    fn batch_limits(&self) -> BatchLimits {
+        BatchLimits {
+            frames: usize::MAX,
+            bytes: MAX_POLL_BYTES,
         }
     }
 }

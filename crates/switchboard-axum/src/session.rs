@@ -28,11 +28,22 @@ use crate::tokens::LiveGuard;
 const CLIENT_TIMEOUT_ERROR: &str =
     "Server timeout elapsed without receiving a message from the client.";
 
-/// At most this many queued frames are written in one batch.
-const MAX_BATCH_FRAMES: usize = 64;
+/// How much of the queue one transport write takes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchLimits {
+    /// At most this many queued frames.
+    pub(crate) frames: usize,
+    /// The batch stops growing once it holds this many bytes.
+    pub(crate) bytes: usize,
+}
 
-/// A batch stops growing once it holds this many bytes.
-const MAX_BATCH_BYTES: usize = 64 * 1024;
+impl BatchLimits {
+    /// For transports that stream: a burst becomes a few large writes.
+    pub(crate) const STREAMING: BatchLimits = BatchLimits {
+        frames: 64,
+        bytes: 64 * 1024,
+    };
+}
 
 /// How long a leaving client gets to take the transport's last word, and a
 /// client the server closes gets to take the Close message.
@@ -75,6 +86,11 @@ pub(crate) trait ClientSink: Send {
     /// carry text only, so binary hub protocols are refused on them).
     fn carries_binary(&self) -> bool {
         true
+    }
+
+    /// How much of the queue one [`send`](Self::send) may carry.
+    fn batch_limits(&self) -> BatchLimits {
+        BatchLimits::STREAMING
     }
 }
 
@@ -450,7 +466,7 @@ async fn write_loop<K: ClientSink>(
                 let _ = tokio::time::timeout(STOP_GRACE, sink.finish()).await;
                 return;
             }
-            Next::Frame(first) => batch(first, &mut receiver),
+            Next::Frame(first) => batch(first, &mut receiver, sink.batch_limits()),
             Next::KeepAlive => protocol.write_ping(),
             Next::Closed => {
                 let deadline = *closing.get_or_insert_with(|| Instant::now() + STOP_GRACE);
@@ -503,8 +519,8 @@ async fn write_loop<K: ClientSink>(
 /// Joins `first` with the frames queued right behind it, so a burst costs
 /// one transport write instead of many; SignalR framing keeps the records
 /// apart.
-fn batch(first: Bytes, receiver: &mut ConnectionReceiver) -> Bytes {
-    if first.len() >= MAX_BATCH_BYTES {
+fn batch(first: Bytes, receiver: &mut ConnectionReceiver, limits: BatchLimits) -> Bytes {
+    if first.len() >= limits.bytes || limits.frames < 2 {
         return first;
     }
     let Some(second) = receiver.try_recv() else {
@@ -513,8 +529,8 @@ fn batch(first: Bytes, receiver: &mut ConnectionReceiver) -> Bytes {
     let mut joined = BytesMut::with_capacity(first.len() + second.len());
     joined.extend_from_slice(&first);
     joined.extend_from_slice(&second);
-    for _ in 2..MAX_BATCH_FRAMES {
-        if joined.len() >= MAX_BATCH_BYTES {
+    for _ in 2..limits.frames {
+        if joined.len() >= limits.bytes {
             break;
         }
         match receiver.try_recv() {

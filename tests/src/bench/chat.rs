@@ -7,7 +7,9 @@
 //! them (deliveries per second at B's clients), then at a fixed 1,000 per
 //! second with the send time in the text (latency from the sender's write to
 //! the client's read). The baseline does the same on raw Redis: one
-//! publisher, 50 subscriber connections on one channel.
+//! publisher, 50 subscriber connections on one channel. The switchboard
+//! side runs three times: B's clients on WebSockets, on Server-Sent Events,
+//! and on long polling (the sender stays on WebSockets).
 
 use std::path::Path;
 use std::process::Stdio;
@@ -26,6 +28,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::http_clients;
 use super::report::{Row, Target, Unit};
 use super::{
     Arrivals, BenchResult, Chat, PREFIX, Settings, hub_name, now_ns, pace, quantile, raw,
@@ -47,6 +50,30 @@ const STALL: Duration = Duration::from_secs(3);
 /// The record separator that ends every JSON hub protocol message.
 const RS: char = '\u{1e}';
 const SCENARIO: &str = "chat: 2 servers, 50 ws clients";
+
+/// The transport of B's clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Receivers {
+    WebSockets,
+    ServerSentEvents,
+    LongPolling,
+}
+
+impl Receivers {
+    const ALL: [Receivers; 3] = [
+        Receivers::WebSockets,
+        Receivers::ServerSentEvents,
+        Receivers::LongPolling,
+    ];
+
+    fn scenario(self) -> &'static str {
+        match self {
+            Receivers::WebSockets => SCENARIO,
+            Receivers::ServerSentEvents => "chat: 2 servers, 50 SSE clients",
+            Receivers::LongPolling => "chat: 2 servers, 50 long-polling clients",
+        }
+    }
+}
 
 /// What the receiving side shares.
 #[derive(Debug, Default)]
@@ -97,8 +124,23 @@ pub async fn run(settings: &Settings) -> BenchResult<Vec<Row>> {
     let burst = settings.pick(2_000, 10_000);
     let seconds = settings.pick(3, 10);
     let baseline = raw_run(&settings.redis_url, burst, seconds).await?;
-    let switchboard = chat_run(&binary, &settings.redis_url, burst, seconds).await?;
+    let mut rows = Vec::new();
+    for receivers in Receivers::ALL {
+        let switchboard = chat_run(&binary, &settings.redis_url, burst, seconds, receivers).await?;
+        rows.extend(rows_of(receivers, &switchboard, &baseline, burst, seconds));
+    }
+    Ok(rows)
+}
 
+/// The rows of one switchboard run against the baseline.
+fn rows_of(
+    receivers: Receivers,
+    switchboard: &Outcome,
+    baseline: &Outcome,
+    burst: u64,
+    seconds: u32,
+) -> Vec<Row> {
+    let scenario = receivers.scenario();
     let q = |o: &Outcome, q: f64| quantile(&o.latency, q).map(|v| v as f64);
     let lost = |o: &Outcome| {
         (o.sent * CLIENTS as u64).saturating_sub(o.delivered)
@@ -106,29 +148,30 @@ pub async fn run(settings: &Settings) -> BenchResult<Vec<Row>> {
     };
     let details = json!({
         "clients": CLIENTS,
+        "receivers": format!("{receivers:?}"),
         "burst_messages": burst,
         "latency_rate_per_s": RATE,
         "latency_seconds": seconds,
         "switchboard": { "sent": switchboard.sent, "delivered": switchboard.delivered,
-            "latency_samples": switchboard.latency.len(), "lost": lost(&switchboard) },
+            "latency_samples": switchboard.latency.len(), "lost": lost(switchboard) },
         "baseline": { "sent": baseline.sent, "delivered": baseline.delivered,
-            "latency_samples": baseline.latency.len(), "lost": lost(&baseline) },
+            "latency_samples": baseline.latency.len(), "lost": lost(baseline) },
     });
     let mut note = format!(
         "{burst} Broadcasts as fast as the socket takes them, then {RATE}/s for {seconds} s; \
          baseline = raw publisher + {CLIENTS} raw subscriber connections"
     );
-    if lost(&switchboard) + lost(&baseline) > 0 {
+    if lost(switchboard) + lost(baseline) > 0 {
         note.push_str(&format!(
             "; not delivered: switchboard {}, baseline {}",
-            lost(&switchboard),
-            lost(&baseline)
+            lost(switchboard),
+            lost(baseline)
         ));
     }
-    Ok(vec![
+    vec![
         Row::new(
             "B6",
-            SCENARIO,
+            scenario,
             "deliveries/s at B's clients",
             Unit::PerSecond,
             Some(switchboard.deliveries_per_s),
@@ -139,23 +182,23 @@ pub async fn run(settings: &Settings) -> BenchResult<Vec<Row>> {
         .details(details),
         Row::new(
             "B6",
-            SCENARIO,
+            scenario,
             "latency p50 @1k/s",
             Unit::Nanos,
-            q(&switchboard, 0.5),
-            q(&baseline, 0.5),
+            q(switchboard, 0.5),
+            q(baseline, 0.5),
             Target::None,
         ),
         Row::new(
             "B6",
-            SCENARIO,
+            scenario,
             "latency p99 @1k/s",
             Unit::Nanos,
-            q(&switchboard, 0.99),
-            q(&baseline, 0.99),
+            q(switchboard, 0.99),
+            q(baseline, 0.99),
             Target::None,
         ),
-    ])
+    ]
 }
 
 /// A chat example process, killed when dropped.
@@ -252,6 +295,12 @@ where
     })
 }
 
+/// Whether a JSON record is a `message` invocation.
+fn find_target(record: &[u8]) -> bool {
+    const TARGET: &[u8] = b"\"target\":\"message\"";
+    record.windows(TARGET.len()).any(|w| w == TARGET)
+}
+
 /// A `Broadcast(text)` invocation, framed.
 fn broadcast(text: &str) -> Message {
     Message::text(format!(
@@ -259,14 +308,39 @@ fn broadcast(text: &str) -> Message {
     ))
 }
 
-async fn chat_run(binary: &Path, url: &str, burst: u64, seconds: u32) -> BenchResult<Outcome> {
+async fn chat_run(
+    binary: &Path,
+    url: &str,
+    burst: u64,
+    seconds: u32,
+    receivers: Receivers,
+) -> BenchResult<Outcome> {
     let server_a = ChatServer::start(binary, url).await?;
     let server_b = ChatServer::start(binary, url).await?;
     let shared = Arc::new(Shared::default());
     let mut readers = Vec::new();
+    let on_record: http_clients::OnRecord = {
+        let shared = shared.clone();
+        Arc::new(move |now, record| {
+            if find_target(record) {
+                shared.received(now, read_stamp(record));
+            }
+        })
+    };
     for _ in 0..CLIENTS {
-        let (_sink, stream) = connect(&server_b.address).await?.split();
-        readers.push(read_client(stream, shared.clone()));
+        let address = &server_b.address;
+        readers.push(match receivers {
+            Receivers::WebSockets => {
+                let (_sink, stream) = connect(address).await?.split();
+                read_client(stream, shared.clone())
+            }
+            Receivers::ServerSentEvents => {
+                http_clients::event_stream_client(address, on_record.clone()).await?
+            }
+            Receivers::LongPolling => {
+                http_clients::long_polling_client(address, on_record.clone()).await?
+            }
+        });
     }
     let (mut sink, stream) = connect(&server_a.address).await?.split();
     // The sender receives its own broadcasts too; they must be read.

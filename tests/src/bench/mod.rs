@@ -17,6 +17,7 @@
 pub mod chat;
 pub mod churn;
 pub mod fanout;
+pub mod http_clients;
 pub mod latency;
 pub mod memory;
 pub mod raw;

@@ -34,7 +34,10 @@ const SCENARIOS: [(&str, &str); 7] = [
     ("B3", "send_group to 10k members"),
     ("B4", "20k connects and disconnects"),
     ("B5", "memory per idle connection"),
-    ("B6", "chat example over WebSockets"),
+    (
+        "B6",
+        "chat example over WebSockets, Server-Sent Events and long polling",
+    ),
     (
         "B7",
         "send_group over 100 groups, 1 node vs 3-master cluster",
