@@ -151,30 +151,30 @@ async fn a_newer_poll_replaces_the_waiting_one() {
     assert_eq!(server.http("GET", &path).await.0, 200);
     assert_eq!(server.http_with("POST", &path, &[], HANDSHAKE).await.0, 200);
     assert_eq!(server.http("GET", &path).await, (200, "{}\x1e".to_owned()));
-    // A poll that waits (nothing to send), then a second one.
-    let first = tokio::spawn({
+    // A poll that waits (nothing to send), then a second one: one of the
+    // two replaces the other, which ends with 204.
+    let mut first = tokio::spawn({
         let addr = server.addr;
         let path = path.clone();
         async move { raw_get(addr, &path).await }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let second = tokio::spawn({
+    let mut second = tokio::spawn({
         let addr = server.addr;
         let path = path.clone();
         async move { raw_get(addr, &path).await }
     });
-    assert_eq!(first.await.unwrap(), 204, "the replaced poll");
-    // The second one is the connection's poll now: the server's next
-    // frame (a Ping at the latest) ends it.
-    let _ = server
-        .http_with(
-            "POST",
-            &path,
-            &[],
-            b"{\"type\":1,\"invocationId\":\"1\",\"target\":\"Add\",\"arguments\":[1,2]}\x1e",
-        )
-        .await;
-    assert_eq!(second.await.unwrap(), 200);
+    // Whichever arrived first is replaced: 204, while the other waits.
+    let (replaced, waiting) = tokio::select! {
+        status = &mut first => (status.unwrap(), second),
+        status = &mut second => (status.unwrap(), first),
+    };
+    assert_eq!(replaced, 204, "the replaced poll");
+    // The waiting one is answered by the server's next frame: the
+    // completion of this invocation.
+    let invoke = b"{\"type\":1,\"invocationId\":\"1\",\"target\":\"Add\",\"arguments\":[1,2]}\x1e";
+    assert_eq!(server.http_with("POST", &path, &[], invoke).await.0, 200);
+    assert_eq!(waiting.await.unwrap(), 200);
 }
 
 /// A GET whose status is all that matters.
@@ -192,7 +192,9 @@ async fn raw_get(addr: std::net::SocketAddr, path: &str) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_polls_once_then_vanishes_is_closed_and_forgotten() {
-    let client_timeout = Duration::from_millis(800);
+    // Long enough for the test's own requests on a loaded machine; the
+    // session must end within it (plus the grace) once they stop.
+    let client_timeout = Duration::from_secs(3);
     let server = TestServer::start(
         SignalROptions::default()
             .keep_alive_interval(Duration::from_millis(200))
@@ -300,4 +302,58 @@ async fn switched_off_transports_are_neither_offered_nor_served() {
         400
     );
     assert_eq!(server.http("GET", &path).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_of_a_connection_must_come_from_its_user() {
+    let server =
+        TestServer::start(SignalROptions::default().authenticator(common::query_user)).await;
+    let body = server.negotiate("?user=alice&negotiateVersion=1").await;
+    let token = body["connectionToken"].as_str().unwrap().to_owned();
+    // Opening it as another user, or as nobody: refused, the token kept.
+    assert_eq!(
+        server
+            .http("GET", &format!("/hub?user=bob&id={token}"))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(server.http("GET", &format!("/hub?id={token}")).await.0, 403);
+    let alice = format!("/hub?user=alice&id={token}");
+    assert_eq!(server.http("GET", &alice).await.0, 200);
+    // Once open, the same for every poll, POST and DELETE.
+    for path in [
+        format!("/hub?user=bob&id={token}"),
+        format!("/hub?id={token}"),
+    ] {
+        assert_eq!(server.http("GET", &path).await.0, 403);
+        assert_eq!(server.http_with("POST", &path, &[], HANDSHAKE).await.0, 403);
+        assert_eq!(server.http("DELETE", &path).await.0, 403);
+    }
+    // Alice's own requests work.
+    assert_eq!(
+        server.http_with("POST", &alice, &[], HANDSHAKE).await.0,
+        200
+    );
+    assert_eq!(server.http("GET", &alice).await, (200, "{}\x1e".to_owned()));
+    // An authenticator's refusal is 401 on every request of the transports.
+    assert_eq!(
+        server
+            .http("GET", &format!("/hub?user=mallory&id={token}"))
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        server
+            .http_with(
+                "POST",
+                &format!("/hub?user=mallory&id={token}"),
+                &[],
+                HANDSHAKE
+            )
+            .await
+            .0,
+        401
+    );
 }
