@@ -50,9 +50,19 @@ impl Kind {
 }
 
 /// The open HTTP-transport connections, by connection token.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct HttpConnections {
     map: Mutex<HashMap<String, Arc<HttpConnection>>>,
+}
+
+/// Tokens are secrets: `Debug` shows how many connections are open, never
+/// their tokens.
+impl std::fmt::Debug for HttpConnections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpConnections")
+            .field("open", &self.map.lock().len())
+            .finish()
+    }
 }
 
 /// One open SSE or long-polling connection.
@@ -252,22 +262,34 @@ async fn poll(shared: &Shared, connection: Arc<HttpConnection>) -> Response {
     }
     connection.poll_arrived.notify_one();
     let timeout = shared.options.long_poll_timeout;
-    match tokio::time::timeout(timeout, answered).await {
-        Ok(Ok(Answer::Frames(frames))) => (
+    let mut answered = answered;
+    let answer = match tokio::time::timeout(timeout, &mut answered).await {
+        Ok(answer) => answer.ok(),
+        Err(_) => {
+            // Nothing came: take this poll out of the slot, so the writer
+            // can no longer pick it; should the writer have picked it just
+            // before, its frames are in the channel already.
+            {
+                let mut poll = connection.poll.lock();
+                if poll.as_ref().is_some_and(|p| p.id == id) {
+                    *poll = None;
+                }
+            }
+            match answered.try_recv() {
+                Ok(answer) => Some(answer),
+                // An empty 200, and the client polls again.
+                Err(_) => return StatusCode::OK.into_response(),
+            }
+        }
+    };
+    match answer {
+        Some(Answer::Frames(frames)) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/octet-stream")],
             frames,
         )
             .into_response(),
-        Ok(Ok(Answer::Done) | Err(_)) => StatusCode::NO_CONTENT.into_response(),
-        Err(_) => {
-            // Nothing to send: an empty 200, and the client polls again.
-            let mut poll = connection.poll.lock();
-            if poll.as_ref().is_some_and(|p| p.id == id) {
-                *poll = None;
-            }
-            StatusCode::OK.into_response()
-        }
+        Some(Answer::Done) | None => StatusCode::NO_CONTENT.into_response(),
     }
 }
 
