@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -25,6 +26,15 @@ use crate::session::{self, Accepted, BatchLimits, ClientSink, ClientStream, Payl
 /// How many POSTed payloads may wait for the session's reader; a POST
 /// beyond that waits (the client's send is back-pressured).
 const INBOUND_CAPACITY: usize = 8;
+
+/// How long a long-polling client has, once the server closed its
+/// connection, to poll for the Close message: a poll is a round trip, and
+/// the client may be between two.
+const POLL_CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// How long a connection that ended stays known, so that its client's next
+/// poll gets 204 (ended) rather than 404, and a POST 404.
+const LINGER: Duration = Duration::from_secs(5);
 
 /// A poll's answer stops growing once it holds this many bytes (the
 /// connection's queue is bounded in frames; this bounds it in bytes).
@@ -189,6 +199,7 @@ impl Serving {
     async fn run<K: ClientSink>(self, sink: K) {
         session::run(self.shared.clone(), self.stream, sink, self.accepted).await;
         self.connection.ended.cancel();
+        tokio::time::sleep(LINGER).await;
         self.shared.http.remove(&self.token);
     }
 }
@@ -263,7 +274,14 @@ async fn poll(shared: &Shared, connection: Arc<HttpConnection>) -> Response {
     connection.poll_arrived.notify_one();
     let timeout = shared.options.long_poll_timeout;
     let mut answered = answered;
-    let answer = match tokio::time::timeout(timeout, &mut answered).await {
+    let waited = tokio::select! {
+        biased;
+        answer = tokio::time::timeout(timeout, &mut answered) => answer,
+        // The connection ended without answering this poll (it came as
+        // the session ended).
+        () = connection.ended.cancelled() => Ok(Ok(Answer::Done)),
+    };
+    let answer = match waited {
         Ok(answer) => answer.ok(),
         Err(_) => {
             // Nothing came: take this poll out of the slot, so the writer
@@ -275,6 +293,10 @@ async fn poll(shared: &Shared, connection: Arc<HttpConnection>) -> Response {
                     *poll = None;
                 }
             }
+            // Closed first, so that a writer that took this poll just
+            // before is told it is gone (and keeps its frames for the
+            // next poll) unless it has sent already.
+            answered.close();
             match answered.try_recv() {
                 Ok(answer) => Some(answer),
                 // An empty 200, and the client polls again.
@@ -293,8 +315,30 @@ async fn poll(shared: &Shared, connection: Arc<HttpConnection>) -> Response {
     }
 }
 
+/// The largest POST body accepted: the clients join the messages they have
+/// queued into one POST, so this is well above one message's limit (each
+/// record is still held to `max_message_size` by the session's parser).
+pub(crate) fn post_limit(max_message_size: usize) -> usize {
+    max_message_size.saturating_mul(64).max(1024 * 1024)
+}
+
+/// Clears a connection's "a POST is being taken in" flag, however the POST
+/// ends (its future may be dropped half-way).
+struct Posting<'a>(&'a AtomicBool);
+
+impl Drop for Posting<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
 /// `POST {path}?id=`: the client's messages.
-pub(crate) async fn post(shared: &Shared, connection: Arc<HttpConnection>, body: Body) -> Response {
+pub(crate) async fn post(
+    shared: &Shared,
+    connection: Arc<HttpConnection>,
+    content_length: Option<u64>,
+    body: Body,
+) -> Response {
     if connection.ended.is_cancelled() {
         return text(StatusCode::NOT_FOUND, "No Connection with that ID");
     }
@@ -304,29 +348,35 @@ pub(crate) async fn post(shared: &Shared, connection: Arc<HttpConnection>, body:
             "Another message is being sent on this connection.",
         );
     }
-    let limit = crate::websocket::message_limit(shared.options.max_message_size);
-    let result = async {
-        let bytes = match axum::body::to_bytes(body, limit).await {
-            Ok(bytes) => bytes,
-            Err(_) => {
-                return text(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "The message is larger than the server accepts.",
-                );
-            }
-        };
-        tokio::select! {
-            biased;
-            () = connection.ended.cancelled() => text(StatusCode::NOT_FOUND, "No Connection with that ID"),
-            sent = connection.inbound.send(bytes) => match sent {
-                Ok(()) => StatusCode::OK.into_response(),
-                Err(_) => text(StatusCode::NOT_FOUND, "No Connection with that ID"),
-            },
-        }
+    let _posting = Posting(&connection.posting);
+    let limit = post_limit(shared.options.max_message_size);
+    if content_length.is_some_and(|length| length > limit as u64) {
+        // Any answer but 409 ends the connection for the client: so it
+        // does here.
+        connection.ended.cancel();
+        return text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "The message is larger than the server accepts.",
+        );
     }
-    .await;
-    connection.posting.store(false, Ordering::Release);
-    result
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            connection.ended.cancel();
+            return text(
+                StatusCode::BAD_REQUEST,
+                "The message body could not be read, or is larger than the server accepts.",
+            );
+        }
+    };
+    tokio::select! {
+        biased;
+        () = connection.ended.cancelled() => text(StatusCode::NOT_FOUND, "No Connection with that ID"),
+        sent = connection.inbound.send(bytes) => match sent {
+            Ok(()) => StatusCode::OK.into_response(),
+            Err(_) => text(StatusCode::NOT_FOUND, "No Connection with that ID"),
+        },
+    }
 }
 
 /// `DELETE {path}?id=`: the client ends the connection.
@@ -454,6 +504,24 @@ impl ClientSink for PollSink {
             frames: usize::MAX,
             bytes: MAX_POLL_BYTES,
         }
+    }
+
+    async fn ready(&mut self) {
+        let connection = &self.connection;
+        loop {
+            let arrived = connection.poll_arrived.notified();
+            if connection.poll.lock().is_some() || connection.ended.is_cancelled() {
+                return;
+            }
+            tokio::select! {
+                () = arrived => {}
+                () = connection.ended.cancelled() => return,
+            }
+        }
+    }
+
+    fn close_grace(&self) -> Duration {
+        POLL_CLOSE_GRACE
     }
 }
 

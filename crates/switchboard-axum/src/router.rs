@@ -37,7 +37,8 @@ pub(crate) struct Shared {
 }
 
 /// The routes of a SignalR endpoint for `hub` at `path`:
-/// `POST {path}/negotiate` and `GET {path}` (the WebSocket).
+/// `POST {path}/negotiate`, and `{path}` for every transport (the
+/// WebSocket upgrade, the event stream, polls, POST and DELETE).
 ///
 /// `path` is normalised: a missing leading `/` is added and trailing `/`s
 /// are removed (`"/"` and `""` mount at the root). Merge the result into
@@ -274,6 +275,10 @@ fn claim(shared: &Shared, token: &str, user: Option<String>) -> Result<Accepted,
 /// poll.
 async fn connect(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let (parts, _body) = request.into_parts();
+    if parts.method == axum::http::Method::HEAD {
+        // A HEAD would open a connection or take a poll, and lose its body.
+        return plain(StatusCode::METHOD_NOT_ALLOWED, "");
+    }
     let user = match authenticate(&shared, &parts).await {
         Ok(user) => user,
         Err(response) => return response,
@@ -307,7 +312,14 @@ async fn connect(State(shared): State<Arc<Shared>>, request: Request) -> Respons
 async fn send(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     match http_connection(&shared, &parts).await {
-        Ok(connection) => http::post(&shared, connection, body).await,
+        Ok(connection) => {
+            let content_length = parts
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse().ok());
+            http::post(&shared, connection, content_length, body).await
+        }
         Err(response) => response,
     }
 }

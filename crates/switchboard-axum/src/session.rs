@@ -92,6 +92,19 @@ pub(crate) trait ClientSink: Send {
     fn batch_limits(&self) -> BatchLimits {
         BatchLimits::STREAMING
     }
+
+    /// Waits until a [`send`](Self::send) would be taken at once (a poll is
+    /// waiting, say), so that the batch formed then holds everything queued
+    /// meanwhile. The session bounds the wait.
+    fn ready(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
+    /// How long everything still to write after the server closed the
+    /// connection (queued frames, the Close message, the end) may take.
+    fn close_grace(&self) -> Duration {
+        STOP_GRACE
+    }
 }
 
 /// A connection that passed the HTTP checks.
@@ -431,7 +444,8 @@ enum Next {
 ///
 /// Once the server closes the connection, everything still to write (the
 /// frames queued before the close, in order, then the Close message and
-/// the transport's end) gets [`STOP_GRACE`] in all, counted from the moment
+/// the transport's end) gets the sink's close grace ([`STOP_GRACE`] unless
+/// the transport says otherwise) in all, counted from the moment
 /// the writer sees the close; a write already under way when the close
 /// comes goes on within that grace. A client that does not take it all by
 /// then (a stalled reader, a client too slow for the slow-consumer policy)
@@ -466,10 +480,18 @@ async fn write_loop<K: ClientSink>(
                 let _ = tokio::time::timeout(STOP_GRACE, sink.finish()).await;
                 return;
             }
-            Next::Frame(first) => batch(first, &mut receiver, sink.batch_limits()),
+            Next::Frame(first) => {
+                let deadline = closing.unwrap_or_else(|| Instant::now() + options.client_timeout);
+                tokio::select! {
+                    _ = tokio::time::timeout_at(deadline, sink.ready()) => {}
+                    // Closing: the write below gets the grace.
+                    () = connection.closed(), if closing.is_none() => {}
+                }
+                batch(first, &mut receiver, sink.batch_limits())
+            }
             Next::KeepAlive => protocol.write_ping(),
             Next::Closed => {
-                let deadline = *closing.get_or_insert_with(|| Instant::now() + STOP_GRACE);
+                let deadline = *closing.get_or_insert_with(|| Instant::now() + sink.close_grace());
                 let reason = connection.close_reason();
                 let allow_reconnect = state.allow_reconnect.load(Ordering::Relaxed);
                 let close = protocol.write_close(reason.as_deref(), allow_reconnect);
@@ -485,6 +507,7 @@ async fn write_loop<K: ClientSink>(
         let sent = match closing {
             Some(deadline) => send_until(state, &mut sink, frames, binary, deadline).await,
             None => {
+                let grace = sink.close_grace();
                 let send = send_until(
                     state,
                     &mut sink,
@@ -501,7 +524,7 @@ async fn write_loop<K: ClientSink>(
                     // full socket): the write gets the grace, not the
                     // client timeout.
                     () = connection.closed() => {
-                        let deadline = Instant::now() + STOP_GRACE;
+                        let deadline = Instant::now() + grace;
                         closing = Some(deadline);
                         tokio::time::timeout_at(deadline, send).await.unwrap_or(false)
                     }

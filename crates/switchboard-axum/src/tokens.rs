@@ -1,4 +1,5 @@
-//! Connection tokens handed out by negotiate, until a WebSocket uses them.
+//! Connection tokens handed out by negotiate, until a connection (of any
+//! transport) uses them.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -11,22 +12,22 @@ use switchboard_core::ConnectionId;
 /// What negotiate recorded for a token.
 #[derive(Debug, Clone)]
 pub(crate) struct Pending {
-    /// The id the connection gets once its socket opens.
+    /// The id the connection gets once it opens.
     pub(crate) connection_id: ConnectionId,
-    /// Who negotiated; the socket must be the same user.
+    /// Who negotiated; the connection must be the same user.
     pub(crate) user: Option<String>,
     /// When negotiate handed the token out, for expiry.
     created: Instant,
 }
 
-/// The outcome of presenting a token on a WebSocket request.
+/// The outcome of presenting a token to open a connection.
 #[derive(Debug)]
 pub(crate) enum Claim {
     /// The token is valid and now in use until the guard drops.
     Granted(Pending, LiveGuard),
-    /// No such token (never issued, expired, or its socket has closed).
+    /// No such token (never issued, expired, or its connection has ended).
     Unknown,
-    /// A live socket already uses the token.
+    /// A live connection already uses the token.
     InUse,
     /// The token was negotiated by another user; it stays valid for them.
     OtherUser,
@@ -55,7 +56,7 @@ struct State {
     /// may still list tokens already used (they are skipped). Never longer
     /// than `capacity`, so `pending` is bounded too.
     order: VecDeque<(Instant, String)>,
-    /// Tokens whose socket is open: a second socket gets 409 Conflict.
+    /// Tokens whose connection is open: a second one gets 409 Conflict.
     live: HashSet<String>,
 }
 
