@@ -573,11 +573,12 @@ impl<D: BackplaneDriver> Inner<D> {
         wanted
     }
 
-    /// Queues a subscription of every wanted channel.
+    /// Queues a subscription of every wanted channel (one at a time: see
+    /// [`Subscriptions::queue_full_resync`]).
     fn resync(&self) {
         let _order = self.membership.lock();
-        let wanted = self.wanted_channels();
-        self.subscriptions.queue_detached(Op::Resync(wanted));
+        self.subscriptions
+            .queue_full_resync(|| self.wanted_channels());
     }
 
     /// Subscribes again to those of `channels` this server still needs:

@@ -23,9 +23,12 @@ const RESYNC_CHUNK: usize = 4096;
 pub(crate) enum Op {
     Subscribe(String),
     Unsubscribe(String),
-    /// Subscribe to every channel the server needs (after a reconnect or a
-    /// failed command): idempotent on the backplane.
+    /// Subscribe to these channels again (after a reconnect or a failed
+    /// command): idempotent on the backplane.
     Resync(Vec<String>),
+    /// [`Resync`](Op::Resync) of every channel the server needs, queued by
+    /// [`Subscriptions::queue_full_resync`]: at most one waits at a time.
+    FullResync(Vec<String>),
     /// Sends nothing: done once every op queued before it is done. A group's
     /// second member waits on one, so that its join, too, returns only once
     /// the subscription its first member started is live.
@@ -50,6 +53,10 @@ pub(crate) struct Subscriptions {
     /// the worker once it has reported the op done. Zero means every op
     /// queued so far is done.
     in_flight: Arc<AtomicUsize>,
+    /// Set while a [`Op::FullResync`] waits in the queue (cleared when the
+    /// worker starts it): reconnects and layout changes in a burst queue
+    /// one, not one each.
+    full_resync_queued: Arc<AtomicBool>,
 }
 
 impl Subscriptions {
@@ -60,11 +67,19 @@ impl Subscriptions {
         let (tx, rx) = mpsc::unbounded_channel();
         let needs_resync = Arc::new(AtomicBool::new(false));
         let in_flight = Arc::new(AtomicUsize::new(0));
-        let worker = tokio::spawn(run(driver, rx, needs_resync.clone(), in_flight.clone()));
+        let full_resync_queued = Arc::new(AtomicBool::new(false));
+        let worker = tokio::spawn(run(
+            driver,
+            rx,
+            needs_resync.clone(),
+            in_flight.clone(),
+            full_resync_queued.clone(),
+        ));
         let subscriptions = Subscriptions {
             tx,
             needs_resync,
             in_flight,
+            full_resync_queued,
         };
         (subscriptions, worker)
     }
@@ -96,6 +111,17 @@ impl Subscriptions {
             self.needs_resync.store(true, Ordering::Relaxed);
         }
         rx
+    }
+
+    /// Queues a resubscription of every channel `wanted` lists, unless one
+    /// waits in the queue already: that one, started later, is as good (the
+    /// changes made since were queued behind it). `wanted` is called only
+    /// when one is queued. Call under the membership lock.
+    pub(crate) fn queue_full_resync(&self, wanted: impl FnOnce() -> Vec<String>) {
+        if self.full_resync_queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.queue_detached(Op::FullResync(wanted()));
     }
 
     /// Queues `op` with nobody waiting.
@@ -135,7 +161,7 @@ impl Op {
         match self {
             Op::Subscribe(_) => Some(Kind::Subscribe),
             Op::Unsubscribe(_) => Some(Kind::Unsubscribe),
-            Op::Resync(_) | Op::Barrier => None,
+            Op::Resync(_) | Op::FullResync(_) | Op::Barrier => None,
         }
     }
 }
@@ -161,15 +187,21 @@ async fn run<D: BackplaneDriver>(
     mut rx: mpsc::UnboundedReceiver<Request>,
     needs_resync: Arc<AtomicBool>,
     in_flight: Arc<AtomicUsize>,
+    full_resync_queued: Arc<AtomicBool>,
 ) {
     let mut batch: Vec<Request> = Vec::with_capacity(256);
     while rx.recv_many(&mut batch, 1024).await > 0 {
         let mut requests = batch.drain(..).peekable();
         while let Some(first) = requests.next() {
+            let is_full = matches!(first.op, Op::FullResync(_));
             let (kind, channel) = match first.op {
                 Op::Subscribe(channel) => (Kind::Subscribe, channel),
                 Op::Unsubscribe(channel) => (Kind::Unsubscribe, channel),
-                Op::Resync(channels) => {
+                Op::Resync(channels) | Op::FullResync(channels) => {
+                    if is_full {
+                        // Anything that happens from now on queues another.
+                        full_resync_queued.store(false, Ordering::Release);
+                    }
                     let ok = resync(&*driver, &channels).await;
                     if !ok {
                         needs_resync.store(true, Ordering::Relaxed);
@@ -207,5 +239,35 @@ async fn run<D: BackplaneDriver>(
                 finish(&in_flight, done, ok);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::loopback::LoopbackBus;
+
+    /// A burst of resync requests while one waits queues one, not one each;
+    /// once the worker has started it, the next request queues another.
+    #[tokio::test(flavor = "current_thread")]
+    async fn full_resyncs_in_a_burst_are_queued_once() {
+        let bus = LoopbackBus::new();
+        let (subscriptions, _worker) = Subscriptions::start(Arc::new(bus.driver()));
+        let listed = AtomicUsize::new(0);
+        let wanted = || {
+            listed.fetch_add(1, Ordering::Relaxed);
+            vec!["a".to_owned(), "b".to_owned()]
+        };
+        // The worker has not run yet (one thread, no await so far).
+        for _ in 0..100 {
+            subscriptions.queue_full_resync(wanted);
+        }
+        assert_eq!(listed.load(Ordering::Relaxed), 1);
+        // Once it has been handled, a new request queues a new one.
+        assert!(applied(vec![subscriptions.queue(Op::Barrier)]).await);
+        assert_eq!(bus.subscribers("a"), 1);
+        subscriptions.queue_full_resync(wanted);
+        assert_eq!(listed.load(Ordering::Relaxed), 2);
     }
 }

@@ -128,29 +128,26 @@ impl ClusterDriver {
 /// have been processed.
 async fn barrier(subscriber: &SubscriberClient, options: &Options, slots: &[u16]) -> Result<()> {
     let mut targets: Vec<Options> = Vec::new();
-    match subscriber.cached_cluster_state() {
-        Some(state) => {
-            let mut nodes: Vec<Server> = slots
-                .iter()
-                .filter_map(|slot| state.get_server(*slot).cloned())
-                .collect();
-            nodes.sort_unstable();
-            nodes.dedup();
-            for node in nodes {
-                targets.push(Options {
-                    cluster_node: Some(node),
-                    ..options.clone()
-                });
-            }
+    let state = subscriber.cached_cluster_state();
+    let mut nodes: Vec<Server> = Vec::new();
+    for slot in slots {
+        match state.as_ref().and_then(|state| state.get_server(*slot)) {
+            Some(node) => nodes.push(node.clone()),
+            // No owner known (the map is being refreshed): the PING goes
+            // where the slot's commands go.
+            None => targets.push(Options {
+                cluster_hash: Some(ClusterHash::Custom(*slot)),
+                ..options.clone()
+            }),
         }
-        None => {
-            for slot in slots {
-                targets.push(Options {
-                    cluster_hash: Some(ClusterHash::Custom(*slot)),
-                    ..options.clone()
-                });
-            }
-        }
+    }
+    nodes.sort_unstable();
+    nodes.dedup();
+    for node in nodes {
+        targets.push(Options {
+            cluster_node: Some(node),
+            ..options.clone()
+        });
     }
     let clients: Vec<_> = targets
         .iter()
