@@ -4,7 +4,8 @@
 //! The measuring is done by `switchboard-bench` (in the `switchboard-tests` package): it runs
 //! each scenario and its raw-Redis baseline, prints the table and writes
 //! `target/bench/results.json`. This module only prepares what it needs: the release builds
-//! (the bench itself and, for B6, the chat example), the server and, for B7, the cluster.
+//! (the bench itself with B9's `bare-ws` server and, for B6 and B9, the chat example), the
+//! server and, for B7, the cluster.
 
 use std::{
     ffi::OsString,
@@ -38,6 +39,8 @@ impl Options {
 /// The bench binary's package and name.
 const BENCH_PACKAGE: &str = "switchboard-tests";
 const BENCH_BINARY: &str = "switchboard-bench";
+/// B9's baseline server, built beside the bench binary (where B9 looks for it).
+const BARE_BINARY: &str = "bare-ws";
 /// The example B6 runs, built with `cargo build --release --example chat`.
 const CHAT_EXAMPLE: &str = "chat";
 
@@ -54,19 +57,21 @@ pub(crate) fn run(options: &Options) -> Result<(), String> {
         BENCH_PACKAGE,
         "--bin",
         BENCH_BINARY,
+        "--bin",
+        BARE_BINARY,
     ])?;
     let bench = release.join(BENCH_BINARY);
 
     let mut args: Vec<OsString> = Vec::new();
-    if options.selected("B6") {
-        step("building the chat example (release) for B6");
+    if options.selected("B6") || options.selected("B9") {
+        step("building the chat example (release) for B6 and B9");
         match build_chat() {
             Ok(()) => {
                 args.push("--chat".into());
                 args.push(release.join("examples").join(CHAT_EXAMPLE).into());
             }
             Err(why) => {
-                eprintln!("xtask: B6 will be skipped: {why}");
+                eprintln!("xtask: B6 and B9 will be skipped: {why}");
                 args.push("--chat-missing".into());
                 args.push(format!("chat example not built ({why})").into());
             }
@@ -204,6 +209,7 @@ mod tests {
         assert!(options.selected("B1"));
         assert!(options.selected("B3"));
         assert!(!options.selected("B6"));
+        assert!(!options.selected("B9"));
         assert!(Options::default().selected("B6"));
     }
 }

@@ -383,9 +383,20 @@ async fn connect_websocket(
     };
     let limit = websocket::message_limit(shared.options.max_message_size);
     let failed_id = accepted.connection_id.clone();
-    upgrade
+    let options = &shared.options;
+    let write_buffer = options.websocket_write_buffer_size;
+    // tungstenite panics unless the maximum exceeds the write buffer size.
+    let max_write_buffer = options
+        .websocket_max_write_buffer_size
+        .unwrap_or(usize::MAX)
+        .max(write_buffer.saturating_add(1));
+    let upgrade = upgrade
         .max_message_size(limit)
         .max_frame_size(limit)
+        .read_buffer_size(options.websocket_read_buffer_size)
+        .write_buffer_size(write_buffer)
+        .max_write_buffer_size(max_write_buffer);
+    upgrade
         .on_failed_upgrade(move |error| {
             tracing::debug!(connection_id = %failed_id, %error, "WebSocket upgrade failed");
         })

@@ -202,17 +202,27 @@ fn rows_of(
 }
 
 /// A chat example process, killed when dropped.
-struct ChatServer {
-    _child: Child,
+/// A server process (the chat example, or B9's `bare-ws`), killed when
+/// dropped.
+pub(crate) struct ChatServer {
+    child: Child,
     /// `host:port`.
     address: String,
 }
 
 impl ChatServer {
     async fn start(binary: &Path, redis_url: &str) -> BenchResult<ChatServer> {
+        ChatServer::spawn(binary, &["--port", "0", "--redis", redis_url]).await
+    }
+
+    /// Starts `binary` with `args` and waits until it prints
+    /// `listening on http://<address>`.
+    pub(crate) async fn spawn(binary: &Path, args: &[&str]) -> BenchResult<ChatServer> {
         let mut child = Command::new(binary)
-            .args(["--port", "0", "--redis", redis_url])
+            .args(args)
             .env("RUST_LOG", "warn")
+            // Only an explicit --redis scales out (B9 wants the in-memory manager).
+            .env_remove("SWITCHBOARD_REDIS_URL")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -235,10 +245,17 @@ impl ChatServer {
         .map_err(|e| format!("the chat server exited before listening: {e}"))?;
         // Keep reading so the server never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(ChatServer {
-            _child: child,
-            address,
-        })
+        Ok(ChatServer { child, address })
+    }
+
+    /// `host:port`.
+    pub(crate) fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The process id, while the process runs.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 }
 
@@ -249,6 +266,18 @@ type Socket =
 async fn connect(address: &str) -> BenchResult<Socket> {
     let (mut socket, _) =
         tokio_tungstenite::connect_async(format!("ws://{address}{HUB_PATH}")).await?;
+    handshake(&mut socket).await?;
+    Ok(socket)
+}
+
+/// Sends the JSON hub protocol handshake on `socket` and waits for the
+/// server's answer.
+pub(crate) async fn handshake<S>(
+    socket: &mut tokio_tungstenite::WebSocketStream<S>,
+) -> BenchResult<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     socket
         .send(Message::text(format!(
             "{{\"protocol\":\"json\",\"version\":1}}{RS}"
@@ -259,7 +288,7 @@ async fn connect(address: &str) -> BenchResult<Socket> {
             Some(Ok(Message::Text(text))) => {
                 // The first record answers the handshake.
                 match text.as_str().split(RS).find(|r| !r.is_empty()) {
-                    Some("{}") => return Ok(socket),
+                    Some("{}") => return Ok(()),
                     Some(record) => return Err(format!("handshake refused: {record}").into()),
                     None => {}
                 }

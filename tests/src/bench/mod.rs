@@ -7,7 +7,8 @@
 //! two, because this machine runs other work at the same time and absolute
 //! numbers move from run to run. B7 compares switchboard with itself: the
 //! same workload on one Redis node (its baseline) and on a 3-master Redis
-//! Cluster, in the same run.
+//! Cluster, in the same run. B9 (connection density) uses no Redis: its
+//! baseline is a bare axum WebSocket server (`bare-ws`).
 //!
 //! The binary `switchboard-bench` parses the command line, runs the selected
 //! scenarios on one multi-threaded tokio runtime and prints a [`report`].
@@ -16,6 +17,7 @@
 
 pub mod chat;
 pub mod churn;
+pub mod density;
 pub mod fanout;
 pub mod http_clients;
 pub mod latency;
@@ -54,7 +56,7 @@ pub struct Settings {
     pub quick: bool,
     /// Scenario ids to run (upper case); `None` = all.
     pub only: Option<Vec<String>>,
-    /// The chat example for B6, or why there is none.
+    /// The chat example for B6 and B9, or why there is none.
     pub chat: Chat,
     /// The Redis Cluster for B7, or why there is none.
     pub cluster: Cluster,

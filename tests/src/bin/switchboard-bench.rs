@@ -4,6 +4,7 @@
 //! ```text
 //! switchboard-bench --redis <url> [--quick] [--only B1,B3] [--out <path>]
 //!                   [--chat <chat example binary> | --chat-missing <reason>]
+//!                   (B9 also runs `bare-ws`, found beside this binary)
 //!                   [--cluster <redis-cluster:// url> | --cluster-missing <reason>]
 //! ```
 //!
@@ -19,8 +20,8 @@ use std::time::Instant;
 
 use switchboard_tests::bench::report::{self, Machine, Row};
 use switchboard_tests::bench::{
-    BenchResult, Chat, Cluster, Settings, chat, churn, fanout, latency, memory, raw, shards,
-    throughput,
+    BenchResult, Chat, Cluster, Settings, chat, churn, density, fanout, latency, memory, raw,
+    shards, throughput,
 };
 
 const USAGE: &str = "usage: switchboard-bench --redis <url> [--quick] [--only B1,B3] [--out <path>] \
@@ -28,7 +29,7 @@ const USAGE: &str = "usage: switchboard-bench --redis <url> [--quick] [--only B1
                      [--cluster <url> | --cluster-missing <reason>]";
 
 /// The scenarios, in the order they run.
-const SCENARIOS: [(&str, &str); 7] = [
+const SCENARIOS: [(&str, &str); 8] = [
     ("B1", "send_all throughput A->B"),
     ("B2", "send_connection latency at 5k/s"),
     ("B3", "send_group to 10k members"),
@@ -41,6 +42,10 @@ const SCENARIOS: [(&str, &str); 7] = [
     (
         "B7",
         "send_group over 100 groups, 1 node vs 3-master cluster",
+    ),
+    (
+        "B9",
+        "connection density: idle WebSockets on the chat example",
     ),
 ];
 
@@ -82,7 +87,7 @@ fn parse() -> Result<Invocation, String> {
                     .iter()
                     .find(|id| !SCENARIOS.iter().any(|(known, _)| known == id))
                 {
-                    return Err(format!("unknown scenario {bad} (known: B1..B7)"));
+                    return Err(format!("unknown scenario {bad} (known: B1..B7, B9)"));
                 }
                 only = Some(ids);
             }
@@ -183,6 +188,7 @@ async fn bench(settings: Settings, out: PathBuf) -> BenchResult<()> {
             "B4" => churn::run(&settings).await,
             "B5" => memory::run(&settings).await,
             "B6" => chat::run(&settings).await,
+            "B9" => density::run(&settings).await,
             _ => shards::run(&settings).await,
         };
         match result {

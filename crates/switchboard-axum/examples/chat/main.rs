@@ -35,6 +35,7 @@ const USAGE: &str = "\
 switchboard chat demo
 
 Usage: chat [--port N] [--redis URL] [--no-websockets] [--no-sse] [--no-long-polling]
+            [--ws-buffers small|axum]
 
 Options:
   --port N      listen on 127.0.0.1:N (default 5000; 0 picks a free port)
@@ -44,6 +45,10 @@ Options:
                 else a single server with the in-memory manager)
   --no-websockets, --no-sse, --no-long-polling
                 switch a transport off (all three are offered by default)
+  --ws-buffers small|axum
+                per-connection WebSocket buffers: switchboard's small
+                defaults (4 KiB read buffer, default) or axum's own
+                (128 KiB read, 128 KiB write), for comparison
   -h, --help    show this help
 
 Logs go to stderr; set RUST_LOG to change the level (default info).";
@@ -63,6 +68,9 @@ struct Args {
     websockets: bool,
     server_sent_events: bool,
     long_polling: bool,
+    /// `--ws-buffers axum`: axum's WebSocket buffer sizes instead of
+    /// switchboard's.
+    axum_ws_buffers: bool,
 }
 
 /// Parses the arguments; `Ok(None)` when help was asked for.
@@ -70,6 +78,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
     let mut port = 5000;
     let mut redis = None;
     let (mut websockets, mut server_sent_events, mut long_polling) = (true, true, true);
+    let mut axum_ws_buffers = false;
     while let Some(arg) = args.next() {
         let (name, inline) = match arg.split_once('=') {
             Some((name, value)) if name.starts_with("--") => {
@@ -95,6 +104,17 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
             "--no-websockets" => websockets = false,
             "--no-sse" => server_sent_events = false,
             "--no-long-polling" => long_polling = false,
+            "--ws-buffers" => {
+                axum_ws_buffers = match value("--ws-buffers")?.as_str() {
+                    "small" => false,
+                    "axum" => true,
+                    other => {
+                        return Err(format!(
+                            "--ws-buffers: '{other}' is neither 'small' nor 'axum'"
+                        ));
+                    }
+                }
+            }
             other => return Err(format!("unknown argument '{other}'")),
         }
     }
@@ -109,6 +129,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
         websockets,
         server_sent_events,
         long_polling,
+        axum_ws_buffers,
     }))
 }
 
@@ -156,11 +177,18 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
         }
     };
 
-    let options = SignalROptions::default()
+    let mut options = SignalROptions::default()
         .authenticator(demo_user)
         .websockets(args.websockets)
         .server_sent_events(args.server_sent_events)
         .long_polling(args.long_polling);
+    if args.axum_ws_buffers {
+        // axum's (and tungstenite's) defaults: 128 KiB each, no write limit.
+        options = options
+            .websocket_read_buffer_size(128 * 1024)
+            .websocket_write_buffer_size(128 * 1024)
+            .websocket_max_write_buffer_size(usize::MAX);
+    }
     let app = Router::new()
         .route("/", get(index))
         .route("/style.css", get(style))

@@ -1,0 +1,375 @@
+//! B9: connection density. What an idle WebSocket connection costs the chat
+//! example (one process, in-memory manager): resident memory, the rate at
+//! which connections are accepted, and CPU time while they sit idle.
+//!
+//! The bench opens N WebSocket connections to `/hubs/chat` (skipping
+//! negotiation), completes the JSON hub protocol handshake on each and then
+//! keeps them idle: every client reads (so the server's Pings, every 15 s,
+//! are consumed) and sends a Ping record every 15 s, as the official clients
+//! do, so the server never times it out. Before connecting, a warm-up batch
+//! is connected and kept; the server's VmRSS (from `/proc/<pid>/status`) is
+//! read after a pause, again 2 s after the N connections are up, and the
+//! figure is the growth divided by N, nothing subtracted. The CPU figure is
+//! the server's utime + stime (`/proc/<pid>/stat`) over a 15 s idle window.
+//!
+//! The baseline is `bare-ws` (a binary of this package): a bare axum
+//! WebSocket endpoint with axum's default buffers and no switchboard code,
+//! which answers the handshake with `{}` and then only reads, measured the
+//! same way in the same run. Two more runs show the buffers' share: the chat
+//! example with axum's buffers (`--ws-buffers axum`, what switchboard used
+//! before it set its own) and `bare-ws` with switchboard's small buffers.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_util::sync::CancellationToken;
+
+use super::chat::ChatServer;
+use super::report::{Row, Target, Unit};
+use super::{BenchResult, Chat, Settings, windowed};
+
+/// Connections made and kept before the first reading.
+const WARMUP: usize = 200;
+/// Connection attempts in flight.
+const WINDOW: usize = 64;
+/// The pause before the first reading.
+const WARMUP_SETTLE: Duration = Duration::from_secs(1);
+/// The pause between the last connection and the second reading.
+const SETTLE: Duration = Duration::from_secs(2);
+/// The idle window over which CPU time is read.
+const IDLE_WINDOW: Duration = Duration::from_secs(15);
+/// How often each client sends a Ping record (the official clients' value).
+const PING_EVERY: Duration = Duration::from_secs(15);
+/// The hub's path.
+const HUB_PATH: &str = "/hubs/chat";
+/// The target: bytes of RSS per idle connection.
+const TARGET_BYTES: f64 = 8.0 * 1024.0;
+/// The baseline server's binary, next to the bench binary.
+const BARE_BINARY: &str = "bare-ws";
+
+/// What one server run measured.
+#[derive(Debug, Clone, Default)]
+struct Readings {
+    connections: usize,
+    rss_before: u64,
+    rss_after: u64,
+    connect_secs: f64,
+    cpu_secs: f64,
+    window_secs: f64,
+    /// Clients whose socket ended before the run was over.
+    lost: u64,
+}
+
+impl Readings {
+    fn rss_per(&self) -> f64 {
+        self.rss_after.saturating_sub(self.rss_before) as f64 / self.connections.max(1) as f64
+    }
+
+    fn connect_rate(&self) -> f64 {
+        if self.connect_secs > 0.0 {
+            self.connections as f64 / self.connect_secs
+        } else {
+            0.0
+        }
+    }
+
+    /// The share of one core the server used while idle.
+    fn cpu_share(&self) -> f64 {
+        if self.window_secs > 0.0 {
+            self.cpu_secs / self.window_secs
+        } else {
+            0.0
+        }
+    }
+
+    /// CPU nanoseconds per idle connection per second.
+    fn cpu_ns_per_conn_s(&self) -> f64 {
+        self.cpu_share() * 1e9 / self.connections.max(1) as f64
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "connections": self.connections,
+            "rss_before_bytes": self.rss_before,
+            "rss_after_bytes": self.rss_after,
+            "rss_per_connection_bytes": self.rss_per(),
+            "connect_seconds": self.connect_secs,
+            "connects_per_second": self.connect_rate(),
+            "idle_cpu_seconds": self.cpu_secs,
+            "idle_window_seconds": self.window_secs,
+            "idle_cpu_ns_per_connection_per_second": self.cpu_ns_per_conn_s(),
+            "lost_clients": self.lost,
+        })
+    }
+}
+
+/// Runs B9.
+pub async fn run(settings: &Settings) -> BenchResult<Vec<Row>> {
+    let count = settings.pick(2_000, 10_000);
+    let scenario = format!("{}k idle ws, chat example", count / 1000);
+    let chat = match &settings.chat {
+        Chat::Binary(binary) => binary.clone(),
+        Chat::Missing(why) => return Ok(vec![Row::skipped("B9", &scenario, why.clone())]),
+    };
+    let bare: PathBuf = settings.self_exe.with_file_name(BARE_BINARY);
+    if !bare.is_file() {
+        return Ok(vec![Row::skipped(
+            "B9",
+            &scenario,
+            format!("{} not built", bare.display()),
+        )]);
+    }
+    println!("  B9: chat example, switchboard's WebSocket buffers");
+    let small = measure(&chat, &["--port", "0"], count).await?;
+    println!("  B9: bare-ws, axum's WebSocket buffers (baseline)");
+    let bare_axum = measure(&bare, &["--port", "0", "--ws-buffers", "axum"], count).await?;
+    println!("  B9: chat example, axum's WebSocket buffers");
+    let old = measure(&chat, &["--port", "0", "--ws-buffers", "axum"], count).await?;
+    println!("  B9: bare-ws, switchboard's WebSocket buffers");
+    let bare_small = measure(&bare, &["--port", "0", "--ws-buffers", "small"], count).await?;
+
+    let lost = small.lost + bare_axum.lost + old.lost + bare_small.lost;
+    let details = json!({
+        "warmup_connections": WARMUP,
+        "chat_small_buffers": small.to_json(),
+        "chat_axum_buffers": old.to_json(),
+        "bare_axum_buffers": bare_axum.to_json(),
+        "bare_small_buffers": bare_small.to_json(),
+    });
+    let lost_note = if lost > 0 {
+        format!("; {lost} clients lost during the runs")
+    } else {
+        String::new()
+    };
+    Ok(vec![
+        Row::new(
+            "B9",
+            &scenario,
+            "RSS per idle ws connection",
+            Unit::Bytes,
+            Some(small.rss_per()),
+            Some(bare_axum.rss_per()),
+            Target::AtMost(TARGET_BYTES),
+        )
+        .note(format!(
+            "server VmRSS growth / N; 4 KiB read buffer, write-through; baseline = bare \
+             axum ws server, axum's 128 KiB buffers{lost_note}"
+        ))
+        .details(details),
+        Row::new(
+            "B9.1",
+            &format!("{}k idle ws, axum's buffers", count / 1000),
+            "RSS per idle ws connection",
+            Unit::Bytes,
+            Some(old.rss_per()),
+            Some(bare_axum.rss_per()),
+            Target::None,
+        )
+        .note("chat --ws-buffers axum (128 KiB read + write; switchboard before B9)"),
+        Row::new(
+            "B9.2",
+            &format!("{}k idle ws, same small buffers", count / 1000),
+            "RSS per idle ws connection",
+            Unit::Bytes,
+            Some(small.rss_per()),
+            Some(bare_small.rss_per()),
+            Target::None,
+        )
+        .note("baseline = bare-ws --ws-buffers small: switchboard's own share"),
+        Row::new(
+            "B9.3",
+            &scenario,
+            "connects (handshake done)",
+            Unit::PerSecond,
+            Some(small.connect_rate()),
+            Some(bare_axum.connect_rate()),
+            Target::None,
+        )
+        .note(format!("{WINDOW} connection attempts in flight")),
+        Row::new(
+            "B9.4",
+            &scenario,
+            "idle server CPU (1 core = 100 %)",
+            Unit::Share,
+            Some(small.cpu_share()),
+            Some(bare_axum.cpu_share()),
+            Target::None,
+        )
+        .note(format!(
+            "utime+stime over {} s idle: {:.0} ns per connection per second (baseline {:.0})",
+            IDLE_WINDOW.as_secs(),
+            small.cpu_ns_per_conn_s(),
+            bare_axum.cpu_ns_per_conn_s()
+        )),
+    ])
+}
+
+/// Starts `binary`, connects the warm-up batch and `count` idle clients and
+/// takes the readings.
+async fn measure(binary: &Path, args: &[&str], count: usize) -> BenchResult<Readings> {
+    let server = ChatServer::spawn(binary, args).await?;
+    let pid = server.pid().ok_or("the server exited")?;
+    let address = server.address().to_owned();
+    let cancel = CancellationToken::new();
+    let lost = Arc::new(AtomicU64::new(0));
+
+    let connect_all = |from: usize, n: usize| {
+        let (address, cancel, lost) = (address.clone(), cancel.clone(), lost.clone());
+        windowed(n, WINDOW, move |i| {
+            let (address, cancel, lost) = (address.clone(), cancel.clone(), lost.clone());
+            async move {
+                match connect(&address).await {
+                    Ok(socket) => {
+                        tokio::spawn(idle_client(socket, from + i, cancel, lost));
+                        true
+                    }
+                    Err(e) => {
+                        tracing::warn!("B9: a connection failed: {e}");
+                        false
+                    }
+                }
+            }
+        })
+    };
+
+    let result = async {
+        let (warm, _) = connect_all(0, WARMUP).await;
+        if warm < WARMUP {
+            return Err(format!("only {warm} of {WARMUP} warm-up connections opened").into());
+        }
+        tokio::time::sleep(WARMUP_SETTLE).await;
+        let rss_before = rss(pid)?;
+        let (connected, elapsed) = connect_all(WARMUP, count).await;
+        if connected < count {
+            return Err(format!("only {connected} of {count} connections opened").into());
+        }
+        tokio::time::sleep(SETTLE).await;
+        let rss_after = rss(pid)?;
+        let cpu_start = cpu_seconds(pid)?;
+        let window_start = Instant::now();
+        tokio::time::sleep(IDLE_WINDOW).await;
+        let cpu_secs = cpu_seconds(pid)? - cpu_start;
+        let window_secs = window_start.elapsed().as_secs_f64();
+        Ok::<_, super::BoxError>(Readings {
+            connections: count,
+            rss_before,
+            rss_after,
+            connect_secs: elapsed.as_secs_f64(),
+            cpu_secs,
+            window_secs,
+            lost: lost.load(Ordering::Relaxed),
+        })
+    }
+    .await;
+    cancel.cancel();
+    // Let the clients close their sockets before the server goes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(server);
+    result
+}
+
+type Socket = WebSocketStream<TcpStream>;
+
+/// Connects a client with small buffers (the bench holds thousands) and
+/// completes the handshake.
+async fn connect(address: &str) -> BenchResult<Socket> {
+    let stream = TcpStream::connect(address).await?;
+    stream.set_nodelay(true)?;
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0);
+    let (mut socket, _) = tokio_tungstenite::client_async_with_config(
+        format!("ws://{address}{HUB_PATH}"),
+        stream,
+        Some(config),
+    )
+    .await?;
+    super::chat::handshake(&mut socket).await?;
+    Ok(socket)
+}
+
+/// Keeps one client idle: reads whatever comes, sends a Ping record every
+/// [`PING_EVERY`] (client `i` first after `i` * 7 ms, modulo the period, so
+/// the pings are spread out), until `cancel`.
+async fn idle_client(
+    mut socket: Socket,
+    i: usize,
+    cancel: CancellationToken,
+    lost: Arc<AtomicU64>,
+) {
+    let period_ms = PING_EVERY.as_millis() as u64;
+    let phase = Duration::from_millis((i as u64 * 7) % period_ms);
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + phase, PING_EVERY);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = ping.tick() => {
+                if socket.send(Message::text("{\"type\":6}\u{1e}")).await.is_err() {
+                    lost.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+            message = socket.next() => {
+                if !matches!(message, Some(Ok(_))) {
+                    lost.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The resident set size of process `pid`, in bytes.
+fn rss(pid: u32) -> BenchResult<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .ok_or("no VmRSS in /proc/<pid>/status")?;
+    Ok(kib * 1024)
+}
+
+/// The CPU time (user + system) process `pid` used so far, in seconds.
+fn cpu_seconds(pid: u32) -> BenchResult<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The fields after the command name, which is in parentheses: state is
+    // field 3 of the whole line, utime 14, stime 15.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or("malformed /proc/<pid>/stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |index: usize| -> BenchResult<u64> {
+        Ok(fields
+            .get(index)
+            .and_then(|v| v.parse().ok())
+            .ok_or("malformed /proc/<pid>/stat")?)
+    };
+    let total = ticks(11)? + ticks(12)?;
+    Ok(total as f64 / clock_ticks_per_second())
+}
+
+/// `getconf CLK_TCK`, the unit of `/proc/<pid>/stat` times (100 on Linux).
+fn clock_ticks_per_second() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8(out.stdout).ok())
+            .and_then(|text| text.trim().parse::<f64>().ok())
+            .filter(|ticks| *ticks > 0.0)
+            .unwrap_or(100.0)
+    })
+}
