@@ -72,7 +72,8 @@ impl Node {
         id.to_owned()
     }
 
-    /// Sends a signal (`-STOP`, `-CONT`, `-KILL`) to the process.
+    /// Sends a signal (`-STOP`, `-CONT`, `-KILL`) to the process; after
+    /// `-STOP`, returns once every thread of it has stopped.
     pub fn signal(&self, signal: &str) {
         let pid = self.child.id().expect("the node is running");
         let status = std::process::Command::new("kill")
@@ -81,11 +82,45 @@ impl Node {
             .status()
             .unwrap();
         assert!(status.success());
+        if signal == "-STOP" {
+            wait_stopped(pid);
+        }
     }
 
     /// Kills the process (SIGKILL, which also ends a stopped process) and
     /// reaps it.
     pub async fn kill(mut self) {
         let _ = self.child.kill().await;
+    }
+}
+
+/// Waits until every thread of process `pid` is stopped (state `T` in
+/// `/proc/{pid}/task/*/stat`): `kill -STOP` returns once the signal is
+/// sent, and a thread on a busy machine may run a little longer.
+fn wait_stopped(pid: u32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let stopped = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|tasks| {
+                tasks.filter_map(Result::ok).all(|task| {
+                    std::fs::read_to_string(task.path().join("stat"))
+                        .ok()
+                        .and_then(|stat| {
+                            // The state follows the command name in parentheses.
+                            stat.rsplit_once(") ")
+                                .and_then(|(_, rest)| rest.chars().next())
+                        })
+                        .is_some_and(|state| state == 'T' || state == 't')
+                })
+            })
+            .unwrap_or(false);
+        if stopped {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "process {pid} did not stop"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
