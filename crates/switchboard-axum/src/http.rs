@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::router::{Refusal, Shared};
+use crate::router::{Refusal, Shared, plain};
 use crate::session::{self, Accepted, BatchLimits, ClientSink, ClientStream, Payload};
 
 /// How many POSTed payloads may wait for the session's reader; a POST
@@ -128,11 +128,6 @@ impl HttpConnections {
     fn remove(&self, token: &str) {
         self.map.lock().remove(token);
     }
-}
-
-/// A plain-text response.
-fn text(status: StatusCode, body: &'static str) -> Response {
-    (status, body).into_response()
 }
 
 /// Opens a connection of `kind` for a claimed token and starts its session;
@@ -245,15 +240,15 @@ fn event_stream(events: mpsc::Receiver<Bytes>, ended: CancellationToken) -> Resp
 pub(crate) async fn get(shared: &Shared, connection: Arc<HttpConnection>, kind: Kind) -> Response {
     match (connection.kind, kind) {
         (Kind::LongPolling, Kind::LongPolling) => poll(shared, connection).await,
-        (Kind::ServerSentEvents, Kind::ServerSentEvents) => text(
+        (Kind::ServerSentEvents, Kind::ServerSentEvents) => plain(
             StatusCode::CONFLICT,
             "The connection has an event stream already.",
         ),
-        (Kind::ServerSentEvents, Kind::LongPolling) => text(
+        (Kind::ServerSentEvents, Kind::LongPolling) => plain(
             StatusCode::BAD_REQUEST,
             "The connection does not use long polling.",
         ),
-        (Kind::LongPolling, Kind::ServerSentEvents) => text(
+        (Kind::LongPolling, Kind::ServerSentEvents) => plain(
             StatusCode::BAD_REQUEST,
             "The connection does not use Server-Sent Events.",
         ),
@@ -340,10 +335,10 @@ pub(crate) async fn post(
     body: Body,
 ) -> Response {
     if connection.ended.is_cancelled() {
-        return text(StatusCode::NOT_FOUND, "No Connection with that ID");
+        return plain(StatusCode::NOT_FOUND, "No Connection with that ID");
     }
     if connection.posting.swap(true, Ordering::AcqRel) {
-        return text(
+        return plain(
             StatusCode::CONFLICT,
             "Another message is being sent on this connection.",
         );
@@ -354,7 +349,7 @@ pub(crate) async fn post(
         // Any answer but 409 ends the connection for the client: so it
         // does here.
         connection.ended.cancel();
-        return text(
+        return plain(
             StatusCode::PAYLOAD_TOO_LARGE,
             "The message is larger than the server accepts.",
         );
@@ -363,7 +358,7 @@ pub(crate) async fn post(
         Ok(bytes) => bytes,
         Err(_) => {
             connection.ended.cancel();
-            return text(
+            return plain(
                 StatusCode::BAD_REQUEST,
                 "The message body could not be read, or is larger than the server accepts.",
             );
@@ -371,10 +366,10 @@ pub(crate) async fn post(
     };
     tokio::select! {
         biased;
-        () = connection.ended.cancelled() => text(StatusCode::NOT_FOUND, "No Connection with that ID"),
+        () = connection.ended.cancelled() => plain(StatusCode::NOT_FOUND, "No Connection with that ID"),
         sent = connection.inbound.send(bytes) => match sent {
             Ok(()) => StatusCode::OK.into_response(),
-            Err(_) => text(StatusCode::NOT_FOUND, "No Connection with that ID"),
+            Err(_) => plain(StatusCode::NOT_FOUND, "No Connection with that ID"),
         },
     }
 }
@@ -382,7 +377,7 @@ pub(crate) async fn post(
 /// `DELETE {path}?id=`: the client ends the connection.
 pub(crate) fn delete(connection: &HttpConnection) -> Response {
     connection.ended.cancel();
-    text(StatusCode::ACCEPTED, "")
+    plain(StatusCode::ACCEPTED, "")
 }
 
 /// Looks up the open connection of `token` for a request that authenticated

@@ -224,7 +224,8 @@ fn requested_transport(parts: &Parts) -> Option<Kind> {
     }
 }
 
-fn plain(status: StatusCode, body: &'static str) -> Response {
+/// A plain-text response.
+pub(crate) fn plain(status: StatusCode, body: &'static str) -> Response {
     (status, body).into_response()
 }
 

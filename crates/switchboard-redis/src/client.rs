@@ -76,8 +76,9 @@ pub(crate) struct Clients {
 
 impl Clients {
     /// Builds both clients from the options, connects them within the
-    /// connect timeout, and starts their heartbeats.
-    pub(crate) async fn connect(options: &RedisOptions) -> Result<Clients> {
+    /// connect timeout, and starts their heartbeats (`cluster`: one PING
+    /// to each primary).
+    pub(crate) async fn connect(options: &RedisOptions, cluster: bool) -> Result<Clients> {
         let mut config = Config::from_url(&options.url).map_err(|e| Error::InvalidConfig {
             reason: format!("Redis URL: {e}"),
         })?;
@@ -153,13 +154,12 @@ impl Clients {
             tasks: Mutex::new(tasks),
             closed: AtomicBool::new(false),
         };
-        clients.start_health(options);
+        clients.start_health(options, cluster);
         Ok(clients)
     }
 
     /// Starts the publisher's watcher and both heartbeats.
-    fn start_health(&self, options: &RedisOptions) {
-        let per_node = is_cluster_url(&options.url).unwrap_or(false);
+    fn start_health(&self, options: &RedisOptions, per_node: bool) {
         let mut tasks = self.tasks.lock();
         tasks.push(tokio::spawn({
             let up = self.publisher_up.clone();
@@ -238,6 +238,21 @@ impl Clients {
             unavailable(format!("{command} failed: {e}"), Some(e))
         })?;
         Ok(Some(u64::try_from(receivers).unwrap_or(0)))
+    }
+
+    /// PINGs the subscriber with each of `targets` (the command options, or
+    /// one per cluster node): once answered, the subscription changes sent
+    /// before on those connections are in effect.
+    pub(crate) async fn barrier(&self, targets: &[Options]) -> Result<()> {
+        for result in link::ping_each(&self.subscriber, targets).await {
+            result.map_err(|e| {
+                unavailable(
+                    format!("PING after a subscription change failed: {e}"),
+                    Some(e),
+                )
+            })?;
+        }
+        Ok(())
     }
 
     /// Fails fast while the publishing connection is down.

@@ -39,6 +39,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{Clients, stream_of, unavailable};
+use crate::link::on_node;
 use crate::options::RedisOptions;
 
 /// How often the slot layout is read, to find slots that moved.
@@ -53,7 +54,7 @@ pub(crate) struct ClusterDriver {
 
 impl ClusterDriver {
     pub(crate) async fn connect(options: &RedisOptions) -> Result<ClusterDriver> {
-        let clients = Clients::connect(options).await?;
+        let clients = Clients::connect(options, true).await?;
         let (moved, _) = broadcast::channel(4);
         let subscriber = clients.subscriber.clone();
         let sender = moved.clone();
@@ -102,7 +103,13 @@ impl ClusterDriver {
         }
         slots.sort_unstable();
         slots.dedup();
-        barrier(&clients.subscriber, &clients.command_options, &slots).await
+        clients
+            .barrier(&barrier_targets(
+                &clients.subscriber,
+                &clients.command_options,
+                &slots,
+            ))
+            .await
     }
 
     pub(crate) fn events(&self) -> DriverEvents {
@@ -123,10 +130,14 @@ impl ClusterDriver {
     }
 }
 
-/// PINGs, on the subscriber's connection, each node that owns one of
-/// `slots`: once answered, the commands sent before on those connections
-/// have been processed.
-async fn barrier(subscriber: &SubscriberClient, options: &Options, slots: &[u16]) -> Result<()> {
+/// Where the PINGs go that follow an SUNSUBSCRIBE of channels in `slots`:
+/// each node that owns one of them, once (the slot itself when its owner
+/// is not known).
+fn barrier_targets(
+    subscriber: &SubscriberClient,
+    options: &Options,
+    slots: &[u16],
+) -> Vec<Options> {
     let mut targets: Vec<Options> = Vec::new();
     let state = subscriber.cached_cluster_state();
     let mut nodes: Vec<Server> = Vec::new();
@@ -143,28 +154,8 @@ async fn barrier(subscriber: &SubscriberClient, options: &Options, slots: &[u16]
     }
     nodes.sort_unstable();
     nodes.dedup();
-    for node in nodes {
-        targets.push(Options {
-            cluster_node: Some(node),
-            ..options.clone()
-        });
-    }
-    let clients: Vec<_> = targets
-        .iter()
-        .map(|target| subscriber.with_options(target))
-        .collect();
-    let pings = clients
-        .iter()
-        .map(|client| client.ping::<fred::types::Value>(None));
-    for result in futures::future::join_all(pings).await {
-        result.map_err(|e| {
-            unavailable(
-                format!("PING after a subscription change failed: {e}"),
-                Some(e),
-            )
-        })?;
-    }
-    Ok(())
+    targets.extend(nodes.into_iter().map(|node| on_node(options, node)));
+    targets
 }
 
 /// The slot ranges and their primaries, as the subscriber routes them.

@@ -163,15 +163,7 @@ pub(crate) async fn heartbeat<C: ClientLike + ClusterInterface>(
         } else {
             vec![options.clone()]
         };
-        let pinging: Vec<_> = targets
-            .iter()
-            .map(|target| client.with_options(target))
-            .collect();
-        let pings = futures::future::join_all(
-            pinging
-                .iter()
-                .map(|client| client.ping::<fred::types::Value>(None)),
-        );
+        let pings = ping_each(&client, &targets);
         // fred's own timeout ends each PING; the outer one is a backstop.
         let stuck = match tokio::time::timeout(backstop + Duration::from_secs(1), pings).await {
             Ok(results) if results.iter().all(Result::is_ok) => {
@@ -205,6 +197,27 @@ pub(crate) async fn heartbeat<C: ClientLike + ClusterInterface>(
     }
 }
 
+/// PINGs `client` once with each of `targets` (on a cluster, each naming
+/// the node or slot to go to), all at once; the results in that order.
+pub(crate) async fn ping_each<C: ClientLike>(
+    client: &C,
+    targets: &[Options],
+) -> Vec<Result<fred::types::Value, fred::error::Error>> {
+    let clients: Vec<_> = targets
+        .iter()
+        .map(|target| client.with_options(target))
+        .collect();
+    futures::future::join_all(clients.iter().map(|client| client.ping(None))).await
+}
+
+/// `options`, sent to cluster node `node`.
+pub(crate) fn on_node(options: &Options, node: fred::types::config::Server) -> Options {
+    Options {
+        cluster_node: Some(node),
+        ..options.clone()
+    }
+}
+
 /// One set of command options per primary of the cluster, as the client
 /// knows them (the plain options when it knows none yet).
 fn targets<C: ClusterInterface>(client: &C, options: &Options) -> Vec<Options> {
@@ -217,10 +230,7 @@ fn targets<C: ClusterInterface>(client: &C, options: &Options) -> Vec<Options> {
     }
     nodes
         .into_iter()
-        .map(|node| Options {
-            cluster_node: Some(node),
-            ..options.clone()
-        })
+        .map(|node| on_node(options, node))
         .collect()
 }
 

@@ -17,7 +17,7 @@ pub(crate) struct NodeDriver {
 impl NodeDriver {
     pub(crate) async fn connect(options: &RedisOptions) -> Result<NodeDriver> {
         Ok(NodeDriver {
-            clients: Clients::connect(options).await?,
+            clients: Clients::connect(options, false).await?,
         })
     }
 
@@ -28,29 +28,15 @@ impl NodeDriver {
     }
 
     pub(crate) async fn subscribe(&self, channels: Vec<String>) -> Result<()> {
-        let clients = &self.clients;
-        clients.check_subscriber()?;
-        let client = clients.subscriber.with_options(&clients.command_options);
-        client
-            .subscribe(channels)
-            .await
-            .map_err(|e| unavailable(format!("SUBSCRIBE failed: {e}"), Some(e)))?;
-        self.barrier().await
+        self.change(true, channels).await
     }
 
     pub(crate) async fn unsubscribe(&self, channels: Vec<String>) -> Result<()> {
-        let clients = &self.clients;
-        clients.check_subscriber()?;
-        let client = clients.subscriber.with_options(&clients.command_options);
-        client
-            .unsubscribe(channels)
-            .await
-            .map_err(|e| unavailable(format!("UNSUBSCRIBE failed: {e}"), Some(e)))?;
-        self.barrier().await
+        self.change(false, channels).await
     }
 
-    /// Waits until Redis has processed every command sent before it on the
-    /// subscriber connection.
+    /// SUBSCRIBEs (`subscribe`) or UNSUBSCRIBEs `channels`, then waits for
+    /// a PING sent after it on the subscriber connection.
     ///
     /// fred completes SUBSCRIBE and UNSUBSCRIBE as soon as they are written
     /// (their confirmations arrive out of band), so a subscription is not
@@ -58,20 +44,19 @@ impl NodeDriver {
     /// after could be missed. Redis answers the commands of one connection
     /// in order, and PING is allowed in subscribed mode: its answer proves
     /// the subscription changes before it are in effect.
-    async fn barrier(&self) -> Result<()> {
+    async fn change(&self, subscribe: bool, channels: Vec<String>) -> Result<()> {
         let clients = &self.clients;
+        clients.check_subscriber()?;
+        let client = clients.subscriber.with_options(&clients.command_options);
+        let (command, sent) = if subscribe {
+            ("SUBSCRIBE", client.subscribe(channels).await)
+        } else {
+            ("UNSUBSCRIBE", client.unsubscribe(channels).await)
+        };
+        sent.map_err(|e| unavailable(format!("{command} failed: {e}"), Some(e)))?;
         clients
-            .subscriber
-            .with_options(&clients.command_options)
-            .ping::<fred::types::Value>(None)
+            .barrier(std::slice::from_ref(&clients.command_options))
             .await
-            .map(drop)
-            .map_err(|e| {
-                unavailable(
-                    format!("PING after a subscription change failed: {e}"),
-                    Some(e),
-                )
-            })
     }
 
     pub(crate) fn events(&self) -> DriverEvents {
