@@ -21,7 +21,9 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::router::{Refusal, Shared, plain};
-use crate::session::{self, Accepted, BatchLimits, ClientSink, ClientStream, Payload};
+use crate::session::{
+    self, Accepted, BatchLimits, ClientSink, ClientStream, Payload, ReadError, Transport,
+};
 
 /// How many POSTed payloads may wait for the session's reader; a POST
 /// beyond that waits (the client's send is back-pressured).
@@ -192,7 +194,13 @@ struct Serving {
 impl Serving {
     /// Runs the session on `sink`, then forgets the connection.
     async fn run<K: ClientSink>(self, sink: K) {
-        session::run(self.shared.clone(), self.stream, sink, self.accepted).await;
+        let transport = Transport {
+            stream: self.stream,
+            sink,
+        };
+        // Stateful reconnect is a WebSockets matter: the official clients
+        // reconnect only those.
+        session::run::<Inbound, K>(self.shared.clone(), transport, self.accepted, None).await;
         self.connection.ended.cancel();
         tokio::time::sleep(LINGER).await;
         self.shared.http.remove(&self.token);
@@ -410,7 +418,7 @@ struct Inbound {
 }
 
 impl ClientStream for Inbound {
-    async fn next(&mut self) -> Option<Result<Payload, String>> {
+    async fn next(&mut self) -> Option<Result<Payload, ReadError>> {
         tokio::select! {
             biased;
             bytes = self.receiver.recv() => bytes.map(|bytes| Ok(Payload { bytes, binary: false })),

@@ -140,6 +140,7 @@ mod http;
 mod options;
 mod router;
 mod session;
+mod stateful;
 mod tokens;
 mod websocket;
 

@@ -39,6 +39,9 @@ pub struct SignalROptions {
     pub(crate) websocket_read_buffer_size: usize,
     pub(crate) websocket_write_buffer_size: usize,
     pub(crate) websocket_max_write_buffer_size: Option<usize>,
+    pub(crate) stateful_reconnect: bool,
+    pub(crate) stateful_reconnect_buffer_size: usize,
+    pub(crate) stateful_reconnect_window: Duration,
 }
 
 impl Default for SignalROptions {
@@ -60,6 +63,9 @@ impl Default for SignalROptions {
             websocket_read_buffer_size: 4 * 1024,
             websocket_write_buffer_size: 0,
             websocket_max_write_buffer_size: None,
+            stateful_reconnect: true,
+            stateful_reconnect_buffer_size: 100_000,
+            stateful_reconnect_window: Duration::from_secs(15),
         }
     }
 }
@@ -92,6 +98,12 @@ impl fmt::Debug for SignalROptions {
                 "websocket_max_write_buffer_size",
                 &self.websocket_max_write_buffer_size,
             )
+            .field("stateful_reconnect", &self.stateful_reconnect)
+            .field(
+                "stateful_reconnect_buffer_size",
+                &self.stateful_reconnect_buffer_size,
+            )
+            .field("stateful_reconnect_window", &self.stateful_reconnect_window)
             .finish()
     }
 }
@@ -237,6 +249,44 @@ impl SignalROptions {
     /// ones).
     pub fn websocket_max_write_buffer_size(mut self, size: usize) -> Self {
         self.websocket_max_write_buffer_size = Some(size);
+        self
+    }
+
+    /// Whether clients that ask for it (`withStatefulReconnect()` in the
+    /// official clients) get stateful reconnect: their WebSocket connection
+    /// survives a dropped socket. Both sides number their messages, keep
+    /// what the other has not acknowledged, and when the client reconnects
+    /// with the same connection token within the
+    /// [reconnect window](Self::stateful_reconnect_window) each side replays
+    /// what the other missed, so no message is lost or doubled. While the
+    /// socket is away the connection keeps its id, its groups and its user,
+    /// and messages sent to it wait in its queue (bounded as always by
+    /// [`queue_capacity`](Self::queue_capacity) and the
+    /// [slow-consumer policy](Self::slow_consumer)). Clients that do not
+    /// ask, and the Server-Sent Events and long-polling transports, are
+    /// served as before. Default: on.
+    pub fn stateful_reconnect(mut self, enabled: bool) -> Self {
+        self.stateful_reconnect = enabled;
+        self
+    }
+
+    /// The most bytes of sent messages a stateful-reconnect connection
+    /// keeps until the client acknowledges them. When it holds that much,
+    /// the server sends the connection nothing more until an Ack frees
+    /// room; meanwhile its queue fills, and a client that stops
+    /// acknowledging is in the end closed by the slow-consumer policy.
+    /// Default: 100 000, as ASP.NET Core's `StatefulReconnectBufferSize`.
+    pub fn stateful_reconnect_buffer_size(mut self, bytes: usize) -> Self {
+        self.stateful_reconnect_buffer_size = bytes.max(1);
+        self
+    }
+
+    /// How long a stateful-reconnect connection whose socket dropped waits
+    /// for its client to reconnect; after that it is disconnected as any
+    /// other (the hub's disconnect hook runs, it leaves its groups).
+    /// Default: 15 s, as ASP.NET Core's `DisconnectTimeout`.
+    pub fn stateful_reconnect_window(mut self, window: Duration) -> Self {
+        self.stateful_reconnect_window = window;
         self
     }
 }

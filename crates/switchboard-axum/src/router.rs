@@ -17,8 +17,9 @@ use switchboard_core::{ConnectionId, Hub, random_token};
 use crate::http::{self, HttpConnections, Kind};
 use crate::options::SignalROptions;
 use crate::session::Accepted;
+use crate::stateful::{Found, Resumable};
 use crate::tokens::{Claim, Tokens};
-use crate::websocket;
+use crate::websocket::{self, SocketTransport};
 
 /// The newest negotiate protocol version this server speaks.
 const NEGOTIATE_VERSION: u32 = 1;
@@ -34,6 +35,9 @@ pub(crate) struct Shared {
     tokens: Tokens,
     /// Open Server-Sent Events and long-polling connections.
     pub(crate) http: HttpConnections,
+    /// WebSocket connections with stateful reconnect, for their client's
+    /// next socket.
+    pub(crate) resumable: Resumable<SocketTransport>,
 }
 
 /// The routes of a SignalR endpoint for `hub` at `path`:
@@ -69,6 +73,7 @@ pub fn router(path: &str, hub: Hub, options: SignalROptions) -> Router {
     let shared = Arc::new(Shared {
         tokens: Tokens::new(options.token_lifetime, options.max_pending_tokens),
         http: HttpConnections::default(),
+        resumable: Resumable::default(),
         hub,
         options,
     });
@@ -90,6 +95,10 @@ struct NegotiateResponse<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     connection_token: Option<&'a str>,
     available_transports: Vec<Transport>,
+    /// Only ever `true`, and only when the client asked: the official
+    /// clients refuse a server that offers it unasked.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    use_stateful_reconnect: bool,
 }
 
 #[derive(Serialize)]
@@ -187,6 +196,8 @@ async fn negotiate(State(shared): State<Arc<Shared>>, request: Request) -> Respo
             }
         },
     };
+    let stateful = shared.options.stateful_reconnect
+        && param(&params, "useStatefulReconnect").is_some_and(|v| v.eq_ignore_ascii_case("true"));
     let connection_id = ConnectionId::random();
     // Version 1 separates the secret token (used on the socket) from the
     // public id (used by other clients to address this one); version 0
@@ -198,10 +209,11 @@ async fn negotiate(State(shared): State<Arc<Shared>>, request: Request) -> Respo
         connection_id: &connection_id,
         connection_token: token.as_deref(),
         available_transports: transports(&shared.options),
+        use_stateful_reconnect: stateful,
     };
     let response = json_response(StatusCode::OK, &body);
-    tracing::debug!(%connection_id, version, "negotiated");
-    shared.tokens.insert(key, connection_id, user);
+    tracing::debug!(%connection_id, version, stateful, "negotiated");
+    shared.tokens.insert(key, connection_id, user, stateful);
     response
 }
 
@@ -249,6 +261,7 @@ fn claim(shared: &Shared, token: &str, user: Option<String>) -> Result<Accepted,
             connection_id: pending.connection_id,
             user,
             live: Some(guard),
+            stateful: pending.stateful,
         }),
         Claim::Unknown => {
             tracing::debug!("connection refused: unknown connection token");
@@ -370,6 +383,7 @@ async fn connect_websocket(
             connection_id: ConnectionId::random(),
             user,
             live: None,
+            stateful: false,
         },
         Some(token) if shared.http.contains(token) => {
             return plain(
@@ -377,29 +391,50 @@ async fn connect_websocket(
                 "The connection does not use WebSockets.",
             );
         }
-        Some(token) => match claim(&shared, token, user) {
-            Ok(accepted) => accepted,
-            Err(refusal) => return refusal.into_response(),
+        Some(token) => match shared.resumable.find(token, user.as_deref()) {
+            // The client of a stateful connection, back with a new socket.
+            Found::Connection(transports) => {
+                let upgrade = configure(&shared.options, upgrade);
+                return upgrade
+                    .on_failed_upgrade(|error| {
+                        tracing::debug!(%error, "WebSocket upgrade of a reconnect failed");
+                    })
+                    .on_upgrade(move |websocket| websocket::reattach(transports, websocket));
+            }
+            Found::OtherUser => {
+                tracing::debug!("reconnect refused: connection token of another user");
+                return plain(
+                    StatusCode::FORBIDDEN,
+                    "The connection was negotiated by another user",
+                );
+            }
+            Found::None => match claim(&shared, token, user) {
+                Ok(accepted) => accepted,
+                Err(refusal) => return refusal.into_response(),
+            },
         },
     };
-    let limit = websocket::message_limit(shared.options.max_message_size);
     let failed_id = accepted.connection_id.clone();
-    let options = &shared.options;
+    configure(&shared.options, upgrade)
+        .on_failed_upgrade(move |error| {
+            tracing::debug!(connection_id = %failed_id, %error, "WebSocket upgrade failed");
+        })
+        .on_upgrade(move |websocket| websocket::run(shared, websocket, accepted))
+}
+
+/// The limits and buffer sizes of every socket.
+fn configure(options: &SignalROptions, upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
+    let limit = websocket::message_limit(options.max_message_size);
     let write_buffer = options.websocket_write_buffer_size;
     // tungstenite panics unless the maximum exceeds the write buffer size.
     let max_write_buffer = options
         .websocket_max_write_buffer_size
         .unwrap_or(usize::MAX)
         .max(write_buffer.saturating_add(1));
-    let upgrade = upgrade
+    upgrade
         .max_message_size(limit)
         .max_frame_size(limit)
         .read_buffer_size(options.websocket_read_buffer_size)
         .write_buffer_size(write_buffer)
-        .max_write_buffer_size(max_write_buffer);
-    upgrade
-        .on_failed_upgrade(move |error| {
-            tracing::debug!(connection_id = %failed_id, %error, "WebSocket upgrade failed");
-        })
-        .on_upgrade(move |websocket| websocket::run(shared, websocket, accepted))
+        .max_write_buffer_size(max_write_buffer)
 }

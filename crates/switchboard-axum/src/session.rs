@@ -12,21 +12,27 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use switchboard_core::protocol::{
-    HubMessage, Protocol, ProtocolError, is_version_supported, parse_handshake,
-    write_handshake_response,
+    HubMessage, Protocol, ProtocolError, STATEFUL_RECONNECT_VERSION, is_version_supported,
+    parse_handshake, write_handshake_response,
 };
 use switchboard_core::{
     Connection, ConnectionId, ConnectionOptions, ConnectionReceiver, HubSession,
 };
+use tokio::sync::mpsc;
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::router::Shared;
+use crate::stateful::{Inbound, Replay};
 use crate::tokens::LiveGuard;
 
 /// The error sent when a client has been silent for the client timeout.
 const CLIENT_TIMEOUT_ERROR: &str =
     "Server timeout elapsed without receiving a message from the client.";
+
+/// How long a stateful connection waits, after a message from the client,
+/// before acknowledging it: the Acks of a burst are one.
+const ACK_DELAY: Duration = Duration::from_millis(250);
 
 /// How much of the queue one transport write takes.
 #[derive(Debug, Clone, Copy)]
@@ -60,11 +66,41 @@ pub(crate) struct Payload {
     pub(crate) binary: bool,
 }
 
+/// Why a transport stopped reading.
+#[derive(Debug)]
+pub(crate) struct ReadError {
+    /// What happened, for the log and the Close message.
+    pub(crate) reason: String,
+    /// Whether the transport was lost (the socket dropped without a close)
+    /// rather than refused what the client sent (a message over its limit,
+    /// bad framing): a lost transport of a stateful connection waits for
+    /// the client to reconnect.
+    pub(crate) lost: bool,
+}
+
+impl ReadError {
+    /// The transport is gone.
+    pub(crate) fn lost(reason: impl Into<String>) -> ReadError {
+        ReadError {
+            reason: reason.into(),
+            lost: true,
+        }
+    }
+
+    /// The transport refused what the client sent.
+    pub(crate) fn refused(reason: impl Into<String>) -> ReadError {
+        ReadError {
+            reason: reason.into(),
+            lost: false,
+        }
+    }
+}
+
 /// The client-to-server half of a transport.
 pub(crate) trait ClientStream: Send {
     /// The next payload. `None` when the client left without a word (the
-    /// transport closed); `Some(Err(reason))` when the transport failed.
-    fn next(&mut self) -> impl Future<Output = Option<Result<Payload, String>>> + Send;
+    /// transport closed); `Some(Err(_))` when the transport failed.
+    fn next(&mut self) -> impl Future<Output = Option<Result<Payload, ReadError>>> + Send;
 }
 
 /// The server-to-client half of a transport.
@@ -116,32 +152,55 @@ pub(crate) struct Accepted {
     pub(crate) user: Option<String>,
     /// Keeps the connection token in use while the connection lives.
     pub(crate) live: Option<LiveGuard>,
+    /// Whether negotiate agreed to stateful reconnect (the handshake must
+    /// still ask for hub protocol version 2).
+    pub(crate) stateful: bool,
 }
 
-/// Serves one connection over `stream` and `sink` until it ends.
+/// A transport's two halves.
+#[derive(Debug)]
+pub(crate) struct Transport<S, K> {
+    pub(crate) stream: S,
+    pub(crate) sink: K,
+}
+
+/// Serves one connection over `transport` until it ends.
+///
+/// `reattach`, for a connection that negotiated stateful reconnect, brings
+/// the transports a client opens later with the same token: when the
+/// handshake makes the connection stateful, a lost transport is waited for
+/// (up to the reconnect window) and replaced, and a new one arriving while
+/// the old one seems alive takes its place (the client knows best).
 pub(crate) async fn run<S: ClientStream, K: ClientSink>(
     shared: Arc<Shared>,
-    mut stream: S,
-    mut sink: K,
+    transport: Transport<S, K>,
     accepted: Accepted,
+    reattach: Option<mpsc::Receiver<Transport<S, K>>>,
 ) {
     let Accepted {
         connection_id,
         user,
         live,
+        stateful,
     } = accepted;
     let options = &shared.options;
+    let Transport {
+        mut stream,
+        mut sink,
+    } = transport;
     let mut buf = BytesMut::new();
-    let Some(protocol) = handshake(&shared, &mut stream, &mut sink, &mut buf, &connection_id).await
+    let Some((protocol, version)) =
+        handshake(&shared, &mut stream, &mut sink, &mut buf, &connection_id).await
     else {
         return;
     };
+    let mut reattach = reattach.filter(|_| stateful && version >= STATEFUL_RECONNECT_VERSION);
 
     let mut connection_options = ConnectionOptions::new(protocol)
         .queue_capacity(options.queue_capacity)
         .slow_consumer(options.slow_consumer);
     connection_options.user = user;
-    let (connection, receiver) = Connection::with_id(connection_id.clone(), connection_options);
+    let (connection, mut receiver) = Connection::with_id(connection_id.clone(), connection_options);
     let session = match shared.hub.connect(connection.clone()).await {
         Ok(session) => session,
         Err(e) => {
@@ -176,40 +235,103 @@ pub(crate) async fn run<S: ClientStream, K: ClientSink>(
         session.close(None).await;
         return;
     }
-    tracing::debug!(%connection_id, %protocol, user = connection.user(), "connected");
+    let replay = reattach
+        .is_some()
+        .then(|| Replay::new(options.stateful_reconnect_buffer_size));
+    tracing::debug!(%connection_id, %protocol, user = connection.user(), stateful = replay.is_some(), "connected");
 
-    let state = SessionState {
-        connection: connection.clone(),
-        protocol,
-        stop_writer: CancellationToken::new(),
-        allow_reconnect: AtomicBool::new(true),
-    };
-    let reader = async {
-        let end = read_loop(&shared, &state, stream, buf, &session).await;
-        match &end {
-            End::Quiet | End::ClientClose(_) => state.stop_writer.cancel(),
-            End::ServerClose => {}
-            End::Error {
-                reason,
-                allow_reconnect,
-            } => {
-                state
-                    .allow_reconnect
-                    .store(*allow_reconnect, Ordering::Relaxed);
-                connection.close(reason.clone());
+    let mut transport = Transport { stream, sink };
+    // For a transport that replaces a lost one: the Sequence and the
+    // frames to replay.
+    let mut resume: Option<(u64, Vec<Bytes>)> = None;
+    let end = loop {
+        let state = SessionState {
+            connection: connection.clone(),
+            protocol,
+            stop_writer: CancellationToken::new(),
+            lost: CancellationToken::new(),
+            allow_reconnect: AtomicBool::new(true),
+            replay: replay.as_ref(),
+        };
+        let mut replaced = None;
+        let Transport { stream, sink } = transport;
+        let reader = async {
+            let end = read_loop(
+                &shared,
+                &state,
+                stream,
+                buf,
+                &session,
+                reattach.as_mut(),
+                &mut replaced,
+            )
+            .await;
+            match &end {
+                End::Quiet | End::ClientClose(_) | End::Replaced => state.stop_writer.cancel(),
+                End::ServerClose => {}
+                End::Error {
+                    reason,
+                    allow_reconnect,
+                } => {
+                    state
+                        .allow_reconnect
+                        .store(*allow_reconnect, Ordering::Relaxed);
+                    connection.close(reason.clone());
+                }
+                // Kept for the client to come back.
+                End::Transport { lost: true, .. } if state.replay.is_some() => {
+                    state.stop_writer.cancel();
+                }
+                End::Transport { reason, .. } => {
+                    state.allow_reconnect.store(false, Ordering::Relaxed);
+                    connection.close(reason.clone());
+                }
             }
-            End::Transport { reason } => {
-                state.allow_reconnect.store(false, Ordering::Relaxed);
-                connection.close(reason.clone());
+            end
+        };
+        let writer = write_loop(&shared, &state, sink, &mut receiver, resume.take());
+        let (end, ()) = tokio::join!(reader, writer);
+        buf = BytesMut::new();
+        let next = match end {
+            End::Replaced => {
+                tracing::debug!(%connection_id, "a new transport took the connection over");
+                replaced
             }
+            End::Transport { reason, lost: true } if !connection.is_closed() => {
+                match reattach.as_mut() {
+                    None => break End::Transport { reason, lost: true },
+                    Some(transports) => {
+                        let window = options.stateful_reconnect_window;
+                        tracing::debug!(%connection_id, %reason, ?window, "the transport dropped; waiting for the client to reconnect");
+                        tokio::select! {
+                            next = transports.recv() => next,
+                            () = connection.closed() => break End::ServerClose,
+                            () = tokio::time::sleep(window) => break End::Error {
+                                reason: format!(
+                                    "The client did not reconnect within {} ms.",
+                                    window.as_millis()
+                                ),
+                                allow_reconnect: true,
+                            },
+                        }
+                    }
+                }
+            }
+            other => break other,
+        };
+        match (next, &replay) {
+            (Some(next), Some(replay)) => {
+                tracing::debug!(%connection_id, "the client reconnected");
+                resume = Some(replay.resume());
+                transport = next;
+            }
+            // Unreachable: only a stateful connection gets another transport.
+            _ => break End::Quiet,
         }
-        end
     };
-    let writer = write_loop(&shared, &state, sink, receiver);
-    let (end, ()) = tokio::join!(reader, writer);
 
     let error = match end {
-        End::Quiet => {
+        End::Quiet | End::Replaced => {
             tracing::debug!(%connection_id, "the client went away");
             None
         }
@@ -222,7 +344,7 @@ pub(crate) async fn run<S: ClientStream, K: ClientSink>(
             tracing::info!(%connection_id, reason = reason.as_deref(), "connection closed by the server");
             reason
         }
-        End::Transport { reason } => {
+        End::Transport { reason, .. } => {
             tracing::debug!(%connection_id, %reason, "the transport failed");
             Some(reason)
         }
@@ -237,9 +359,9 @@ pub(crate) async fn run<S: ClientStream, K: ClientSink>(
     drop(live);
 }
 
-/// What the reader and the writer share.
+/// What the reader and the writer of one transport share.
 #[derive(Debug)]
-struct SessionState {
+struct SessionState<'a> {
     /// The connection; closing it ends the reader and makes the writer send
     /// a Close message.
     connection: Connection,
@@ -248,21 +370,27 @@ struct SessionState {
     /// Cancelled when the client has gone: the writer stops without
     /// sending anything more.
     stop_writer: CancellationToken,
+    /// Cancelled by the writer of a stateful connection when a write
+    /// fails: the reader ends as for a lost transport.
+    lost: CancellationToken,
     /// What the Close message tells clients with automatic reconnect:
     /// transient server-side closes allow it, protocol errors do not.
     allow_reconnect: AtomicBool,
+    /// The sequence state of a stateful-reconnect connection.
+    replay: Option<&'a Replay>,
 }
 
 /// Reads the handshake request and answers errors; returns the agreed
-/// protocol, or `None` when the connection must be dropped. Bytes after the
-/// handshake record stay in `buf`.
+/// protocol and the hub protocol version asked for, or `None` when the
+/// connection must be dropped. Bytes after the handshake record stay in
+/// `buf`.
 async fn handshake<S: ClientStream, K: ClientSink>(
     shared: &Shared,
     stream: &mut S,
     sink: &mut K,
     buf: &mut BytesMut,
     connection_id: &ConnectionId,
-) -> Option<Protocol> {
+) -> Option<(Protocol, u32)> {
     let options = &shared.options;
     let deadline = Instant::now() + options.handshake_timeout;
     // Errors are answered in the kind of payload the request came in.
@@ -293,8 +421,8 @@ async fn handshake<S: ClientStream, K: ClientSink>(
                 tracing::debug!(%connection_id, "the client left during the handshake");
                 return None;
             }
-            Ok(Some(Err(reason))) => {
-                tracing::debug!(%connection_id, %reason, "transport error during the handshake");
+            Ok(Some(Err(e))) => {
+                tracing::debug!(%connection_id, reason = %e.reason, "transport error during the handshake");
                 return None;
             }
             Ok(Some(Ok(payload))) => {
@@ -329,7 +457,7 @@ async fn handshake<S: ClientStream, K: ClientSink>(
         refuse(shared, sink, binary, &error).await;
         return None;
     }
-    Some(protocol)
+    Some((protocol, request.version))
 }
 
 /// Answers a handshake with an error, then ends the transport.
@@ -344,18 +472,21 @@ async fn refuse<K: ClientSink>(shared: &Shared, sink: &mut K, binary: bool, erro
 /// How the reader ended.
 #[derive(Debug)]
 enum End {
-    /// The transport closed or failed without a word from the client.
+    /// The transport closed without a word from the client.
     Quiet,
     /// The client sent a Close message, with its error if any.
     ClientClose(Option<String>),
     /// The server closed the connection (the writer says why).
     ServerClose,
-    /// The transport failed: usually the client vanished without closing,
-    /// or sent a message over the transport's limit. A Close message is
-    /// still attempted, for the latter.
+    /// The transport failed: usually the client vanished without closing
+    /// (`lost`), or sent a message over the transport's limit. A Close
+    /// message is still attempted, unless a stateful connection waits for
+    /// its client to reconnect.
     Transport {
         /// Sent in the Close message if the transport still takes it.
         reason: String,
+        /// Whether the transport was lost rather than refused a message.
+        lost: bool,
     },
     /// The client broke the protocol or timed out.
     Error {
@@ -364,22 +495,41 @@ enum End {
         /// Sent in the Close message.
         allow_reconnect: bool,
     },
+    /// The client opened a new transport for the connection, which takes
+    /// this one's place.
+    Replaced,
 }
 
-fn protocol_error(e: &ProtocolError) -> End {
+fn protocol_error(e: &dyn std::fmt::Display) -> End {
     End::Error {
         reason: format!("Connection closed with an error: {e}."),
         allow_reconnect: false,
     }
 }
 
+/// Waits for a transport that replaces the current one; never completes
+/// without `reattach`.
+async fn next_transport<S, K>(
+    reattach: &mut Option<&mut mpsc::Receiver<Transport<S, K>>>,
+) -> Transport<S, K> {
+    match reattach {
+        Some(transports) => match transports.recv().await {
+            Some(transport) => transport,
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
 /// Parses everything the client sends and hands it to the session.
-async fn read_loop<S: ClientStream>(
+async fn read_loop<S: ClientStream, K>(
     shared: &Shared,
-    state: &SessionState,
+    state: &SessionState<'_>,
     mut stream: S,
     mut buf: BytesMut,
     session: &HubSession,
+    mut reattach: Option<&mut mpsc::Receiver<Transport<S, K>>>,
+    replaced: &mut Option<Transport<S, K>>,
 ) -> End {
     let options = &shared.options;
     let connection = &state.connection;
@@ -396,10 +546,35 @@ async fn read_loop<S: ClientStream>(
             match message {
                 HubMessage::Ping => {}
                 HubMessage::Close { error, .. } => return End::ClientClose(error),
+                HubMessage::Ack { sequence_id } => {
+                    if let Some(replay) = state.replay
+                        && let Err(e) = replay.ack(sequence_id)
+                    {
+                        return protocol_error(&e);
+                    }
+                }
+                HubMessage::Sequence { sequence_id } => {
+                    if let Some(replay) = state.replay
+                        && let Err(e) = replay.sequence(sequence_id)
+                    {
+                        return protocol_error(&e);
+                    }
+                }
                 other => {
+                    if let Some(replay) = state.replay
+                        && other.is_trackable()
+                        && replay.inbound() == Inbound::Skip
+                    {
+                        continue;
+                    }
                     tokio::select! {
                         () = session.handle(other) => {}
                         () = connection.closed() => return End::ServerClose,
+                        () = state.lost.cancelled() => return lost_by_writer(),
+                        transport = next_transport(&mut reattach) => {
+                            *replaced = Some(transport);
+                            return End::Replaced;
+                        }
                     }
                 }
             }
@@ -409,6 +584,11 @@ async fn read_loop<S: ClientStream>(
         // invocations running), the client is not to blame.
         let next = tokio::select! {
             () = connection.closed() => return End::ServerClose,
+            () = state.lost.cancelled() => return lost_by_writer(),
+            transport = next_transport(&mut reattach) => {
+                *replaced = Some(transport);
+                return End::Replaced;
+            }
             next = tokio::time::timeout(options.client_timeout, stream.next()) => next,
         };
         match next {
@@ -421,7 +601,8 @@ async fn read_loop<S: ClientStream>(
             Ok(None) => return End::Quiet,
             Ok(Some(Err(e))) => {
                 return End::Transport {
-                    reason: format!("Connection closed with an error: {e}."),
+                    reason: format!("Connection closed with an error: {}.", e.reason),
+                    lost: e.lost,
                 };
             }
             // Payloads of either kind are accepted whatever the protocol:
@@ -431,12 +612,44 @@ async fn read_loop<S: ClientStream>(
     }
 }
 
+/// How the reader ends when the writer of a stateful connection failed.
+fn lost_by_writer() -> End {
+    End::Transport {
+        reason: "the connection's transport failed".to_owned(),
+        lost: true,
+    }
+}
+
 /// What the writer does next.
 enum Next {
     Frame(Bytes),
     KeepAlive,
     Closed,
     Stop,
+    /// Look again: an Ack may have made room, the connection may be
+    /// closing.
+    Again,
+    /// The client sent something that waits for an Ack.
+    AckDue,
+    /// Time to send the Ack.
+    Ack,
+}
+
+/// Completes when `replay` may have room again; never without one.
+async fn room(replay: Option<&Replay>) {
+    match replay {
+        Some(replay) => replay.room().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Completes when the client sent something to acknowledge; never without
+/// a replay.
+async fn ack_due(replay: Option<&Replay>) {
+    match replay {
+        Some(replay) => replay.ack_due().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Writes the connection's queued frames, keep-alive Pings, and finally the
@@ -450,27 +663,50 @@ enum Next {
 /// comes goes on within that grace. A client that does not take it all by
 /// then (a stalled reader, a client too slow for the slow-consumer policy)
 /// is not waited for.
+///
+/// On a stateful connection every frame is kept until the client
+/// acknowledges it (the writer takes nothing from the queue while the
+/// replay buffer is full), Acks go out [`ACK_DELAY`] after what they
+/// acknowledge, and a transport that replaces a lost one first gets the
+/// Sequence and the frames to replay (`resume`). A failed write ends the
+/// transport, not the connection.
 async fn write_loop<K: ClientSink>(
     shared: &Shared,
-    state: &SessionState,
+    state: &SessionState<'_>,
     mut sink: K,
-    mut receiver: ConnectionReceiver,
+    receiver: &mut ConnectionReceiver,
+    resume: Option<(u64, Vec<Bytes>)>,
 ) {
     let options = &shared.options;
     let connection = &state.connection;
     let protocol = state.protocol;
     let binary = protocol.is_binary();
+    let replay = state.replay;
+    if let Some((sequence, frames)) = resume
+        && !write_replay(state, &mut sink, sequence, frames, options.client_timeout).await
+    {
+        return failed(state);
+    }
     let mut last_sent = Instant::now();
     // When the rest must be written by, once the server has closed.
     let mut closing: Option<Instant> = None;
+    // When the pending Ack goes out.
+    let mut ack_at: Option<Instant> = None;
     loop {
+        // A full replay buffer holds the queue back, until the connection
+        // closes: then what is queued still goes out.
+        let full = replay.is_some_and(Replay::is_full) && !connection.is_closed();
         let next = tokio::select! {
             biased;
             () = state.stop_writer.cancelled() => Next::Stop,
-            frame = receiver.recv() => match frame {
+            frame = receiver.recv(), if !full => match frame {
                 Some(frame) => Next::Frame(frame),
                 None => Next::Closed,
             },
+            () = room(replay), if full => Next::Again,
+            () = connection.closed(), if full => Next::Again,
+            () = async { tokio::time::sleep_until(ack_at.unwrap_or_else(Instant::now)).await }, if ack_at.is_some() => Next::Ack,
+            () = ack_due(replay), if ack_at.is_none() => Next::AckDue,
             () = tokio::time::sleep_until(last_sent + options.keep_alive_interval) => Next::KeepAlive,
         };
         let frames = match next {
@@ -480,6 +716,18 @@ async fn write_loop<K: ClientSink>(
                 let _ = tokio::time::timeout(STOP_GRACE, sink.finish()).await;
                 return;
             }
+            Next::Again => continue,
+            Next::AckDue => {
+                ack_at = Some(Instant::now() + ACK_DELAY);
+                continue;
+            }
+            Next::Ack => {
+                ack_at = None;
+                match replay.and_then(Replay::take_ack) {
+                    Some(sequence_id) => protocol.write_ack(sequence_id),
+                    None => continue,
+                }
+            }
             Next::Frame(first) => {
                 let deadline = closing.unwrap_or_else(|| Instant::now() + options.client_timeout);
                 tokio::select! {
@@ -487,7 +735,7 @@ async fn write_loop<K: ClientSink>(
                     // Closing: the write below gets the grace.
                     () = connection.closed(), if closing.is_none() => {}
                 }
-                batch(first, &mut receiver, sink.batch_limits())
+                batch(first, receiver, sink.batch_limits(), replay)
             }
             Next::KeepAlive => protocol.write_ping(),
             Next::Closed => {
@@ -532,21 +780,86 @@ async fn write_loop<K: ClientSink>(
             }
         };
         if !sent {
-            connection.close("the connection's transport failed");
-            return;
+            return failed(state);
         }
         last_sent = Instant::now();
     }
 }
 
+/// A write failed: a stateful connection loses its transport (the reader
+/// ends and the client may reconnect); any other connection closes.
+fn failed(state: &SessionState<'_>) {
+    if state.stop_writer.is_cancelled() {
+        return;
+    }
+    if state.replay.is_some() && !state.connection.is_closed() {
+        state.lost.cancel();
+    } else {
+        state.connection.close("the connection's transport failed");
+    }
+}
+
+/// Writes the Sequence and the frames the client has not acknowledged, in
+/// batches; `false` if the transport did not take them.
+async fn write_replay<K: ClientSink>(
+    state: &SessionState<'_>,
+    sink: &mut K,
+    sequence: u64,
+    frames: Vec<Bytes>,
+    timeout: Duration,
+) -> bool {
+    let binary = state.protocol.is_binary();
+    let limits = sink.batch_limits();
+    let mut batch = BytesMut::from(&state.protocol.write_sequence(sequence)[..]);
+    let mut count = 1;
+    for frame in frames {
+        if count >= limits.frames || batch.len() >= limits.bytes {
+            let full = std::mem::take(&mut batch).freeze();
+            if !send_until(state, sink, full, binary, Instant::now() + timeout).await {
+                return false;
+            }
+            count = 0;
+        }
+        batch.extend_from_slice(&frame);
+        count += 1;
+    }
+    send_until(
+        state,
+        sink,
+        batch.freeze(),
+        binary,
+        Instant::now() + timeout,
+    )
+    .await
+}
+
 /// Joins `first` with the frames queued right behind it, so a burst costs
 /// one transport write instead of many; SignalR framing keeps the records
-/// apart.
-fn batch(first: Bytes, receiver: &mut ConnectionReceiver, limits: BatchLimits) -> Bytes {
+/// apart. Each frame is one hub message: a stateful connection's `replay`
+/// records each (and the batch stops growing when the buffer is full).
+fn batch(
+    first: Bytes,
+    receiver: &mut ConnectionReceiver,
+    limits: BatchLimits,
+    replay: Option<&Replay>,
+) -> Bytes {
+    let more = |receiver: &mut ConnectionReceiver| {
+        if replay.is_some_and(Replay::is_full) {
+            return None;
+        }
+        let frame = receiver.try_recv()?;
+        if let Some(replay) = replay {
+            replay.record(&frame);
+        }
+        Some(frame)
+    };
+    if let Some(replay) = replay {
+        replay.record(&first);
+    }
     if first.len() >= limits.bytes || limits.frames < 2 {
         return first;
     }
-    let Some(second) = receiver.try_recv() else {
+    let Some(second) = more(receiver) else {
         return first;
     };
     let mut joined = BytesMut::with_capacity(first.len() + second.len());
@@ -556,7 +869,7 @@ fn batch(first: Bytes, receiver: &mut ConnectionReceiver, limits: BatchLimits) -
         if joined.len() >= limits.bytes {
             break;
         }
-        match receiver.try_recv() {
+        match more(receiver) {
             Some(frame) => joined.extend_from_slice(&frame),
             None => break,
         }
@@ -567,7 +880,7 @@ fn batch(first: Bytes, receiver: &mut ConnectionReceiver, limits: BatchLimits) -
 /// Sends one batch unless the writer is told to stop or the client does
 /// not take it by `deadline`; `false` if it was not sent.
 async fn send_until<K: ClientSink>(
-    state: &SessionState,
+    state: &SessionState<'_>,
     sink: &mut K,
     frames: Bytes,
     binary: bool,

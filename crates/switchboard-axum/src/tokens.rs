@@ -16,6 +16,8 @@ pub(crate) struct Pending {
     pub(crate) connection_id: ConnectionId,
     /// Who negotiated; the connection must be the same user.
     pub(crate) user: Option<String>,
+    /// Whether negotiate agreed to stateful reconnect.
+    pub(crate) stateful: bool,
     /// When negotiate handed the token out, for expiry.
     created: Instant,
 }
@@ -70,7 +72,13 @@ impl Tokens {
     }
 
     /// Records a new token.
-    pub(crate) fn insert(&self, token: String, connection_id: ConnectionId, user: Option<String>) {
+    pub(crate) fn insert(
+        &self,
+        token: String,
+        connection_id: ConnectionId,
+        user: Option<String>,
+        stateful: bool,
+    ) {
         let now = Instant::now();
         let mut state = self.inner.lock();
         self.expire(&mut state, now);
@@ -85,6 +93,7 @@ impl Tokens {
             Pending {
                 connection_id,
                 user,
+                stateful,
                 created: now,
             },
         );
@@ -145,6 +154,13 @@ pub(crate) struct LiveGuard {
     token: String,
 }
 
+impl LiveGuard {
+    /// The token (a secret: never log it).
+    pub(crate) fn token(&self) -> &str {
+        &self.token
+    }
+}
+
 /// Tokens are secrets: `Debug` never shows one.
 impl fmt::Debug for LiveGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -181,7 +197,7 @@ mod tests {
     #[test]
     fn a_token_is_used_once() {
         let tokens = Tokens::new(Duration::from_secs(60), 10);
-        tokens.insert("t".into(), id("c"), None);
+        tokens.insert("t".into(), id("c"), None, false);
         let Claim::Granted(pending, guard) = tokens.claim("t", None) else {
             panic!("the token should be granted");
         };
@@ -195,7 +211,7 @@ mod tests {
     #[test]
     fn a_token_belongs_to_its_user() {
         let tokens = Tokens::new(Duration::from_secs(60), 10);
-        tokens.insert("t".into(), id("c"), Some("alice".into()));
+        tokens.insert("t".into(), id("c"), Some("alice".into()), false);
         assert!(matches!(tokens.claim("t", Some("bob")), Claim::OtherUser));
         assert!(matches!(tokens.claim("t", None), Claim::OtherUser));
         assert!(matches!(
@@ -207,7 +223,7 @@ mod tests {
     #[test]
     fn tokens_expire() {
         let tokens = Tokens::new(Duration::ZERO, 10);
-        tokens.insert("t".into(), id("c"), None);
+        tokens.insert("t".into(), id("c"), None, false);
         assert!(matches!(tokens.claim("t", None), Claim::Unknown));
     }
 
@@ -215,7 +231,7 @@ mod tests {
     fn the_oldest_tokens_make_room() {
         let tokens = Tokens::new(Duration::from_secs(60), 3);
         for i in 0..5 {
-            tokens.insert(format!("t{i}"), id("c"), None);
+            tokens.insert(format!("t{i}"), id("c"), None, false);
         }
         assert_eq!(tokens.pending_len(), 3);
         assert!(matches!(tokens.claim("t0", None), Claim::Unknown));
@@ -226,8 +242,8 @@ mod tests {
     #[test]
     fn debug_never_shows_a_token() {
         let tokens = Tokens::new(Duration::from_secs(60), 10);
-        tokens.insert("pending-secret".into(), id("a"), None);
-        tokens.insert("live-secret".into(), id("b"), None);
+        tokens.insert("pending-secret".into(), id("a"), None, false);
+        tokens.insert("live-secret".into(), id("b"), None, false);
         let Claim::Granted(_, guard) = tokens.claim("live-secret", None) else {
             panic!("the token was not granted")
         };

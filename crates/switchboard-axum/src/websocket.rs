@@ -6,9 +6,11 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite;
 
 use crate::router::Shared;
-use crate::session::{self, Accepted, ClientSink, ClientStream, Payload};
+use crate::session::{self, Accepted, ClientSink, ClientStream, Payload, ReadError, Transport};
 
 /// WebSocket close code 1000: normal closure.
 const NORMAL_CLOSURE: u16 = 1000;
@@ -20,20 +22,87 @@ pub(crate) fn message_limit(max_message_size: usize) -> usize {
     max_message_size.saturating_mul(4).max(64 * 1024)
 }
 
-/// Serves one upgraded socket until it closes.
-pub(crate) async fn run(shared: Arc<Shared>, websocket: WebSocket, accepted: Accepted) {
+/// The session's view of one socket.
+pub(crate) type SocketTransport = Transport<Reader, Writer>;
+
+/// Splits a socket into the session's two halves.
+pub(crate) fn transport(websocket: WebSocket) -> SocketTransport {
     let (sink, stream) = websocket.split();
-    session::run(shared, Reader(stream), Writer(sink), accepted).await;
+    Transport {
+        stream: Reader(stream),
+        sink: Writer(sink),
+    }
+}
+
+/// Serves one upgraded socket until its connection ends.
+///
+/// A connection that negotiated stateful reconnect is registered under its
+/// token for as long as it lives, so that the client's next socket with
+/// the token reaches it (see [`reattach`]).
+pub(crate) async fn run(shared: Arc<Shared>, websocket: WebSocket, accepted: Accepted) {
+    let token = accepted
+        .live
+        .as_ref()
+        .filter(|_| accepted.stateful)
+        .map(|live| live.token().to_owned());
+    let Some(token) = token else {
+        session::run(shared, transport(websocket), accepted, None).await;
+        return;
+    };
+    let (transports, reattach) = mpsc::channel(1);
+    let registered = shared
+        .resumable
+        .insert(&token, accepted.user.clone(), transports);
+    session::run(
+        shared.clone(),
+        transport(websocket),
+        accepted,
+        Some(reattach),
+    )
+    .await;
+    drop(registered);
+}
+
+/// Hands a client's new socket to its stateful connection; closes the
+/// socket if the connection ended meanwhile.
+pub(crate) async fn reattach(transports: mpsc::Sender<SocketTransport>, websocket: WebSocket) {
+    if let Err(refused) = transports.try_send(transport(websocket)) {
+        let mut transport = match refused {
+            mpsc::error::TrySendError::Full(t) | mpsc::error::TrySendError::Closed(t) => t,
+        };
+        tracing::debug!("a reconnecting socket found its connection gone or busy");
+        transport.sink.finish().await;
+    }
+}
+
+/// Whether a read error means the socket is gone (it may come back, for a
+/// stateful connection) rather than that the client sent something the
+/// socket refuses.
+fn is_lost(error: axum::Error) -> ReadError {
+    let reason = error.to_string();
+    match error.into_inner().downcast::<tungstenite::Error>() {
+        Ok(e) => match *e {
+            tungstenite::Error::Capacity(_)
+            | tungstenite::Error::Utf8(_)
+            | tungstenite::Error::AttackAttempt => ReadError::refused(reason),
+            tungstenite::Error::Protocol(
+                tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+            ) => ReadError::lost(reason),
+            tungstenite::Error::Protocol(_) => ReadError::refused(reason),
+            _ => ReadError::lost(reason),
+        },
+        Err(_) => ReadError::lost(reason),
+    }
 }
 
 /// The socket's reading half.
-struct Reader(SplitStream<WebSocket>);
+pub(crate) struct Reader(SplitStream<WebSocket>);
 
 impl ClientStream for Reader {
-    async fn next(&mut self) -> Option<Result<Payload, String>> {
+    async fn next(&mut self) -> Option<Result<Payload, ReadError>> {
         loop {
             return match self.0.next().await? {
-                Err(e) => Some(Err(e.to_string())),
+                Err(e) => Some(Err(is_lost(e))),
                 Ok(Message::Close(_)) => None,
                 Ok(Message::Text(text)) => Some(Ok(Payload {
                     bytes: Bytes::from(text),
@@ -51,7 +120,7 @@ impl ClientStream for Reader {
 }
 
 /// The socket's writing half.
-struct Writer(SplitSink<WebSocket, Message>);
+pub(crate) struct Writer(SplitSink<WebSocket, Message>);
 
 impl ClientSink for Writer {
     async fn send(&mut self, frames: Bytes, binary: bool) -> Result<(), String> {

@@ -78,12 +78,12 @@ async fn unsupported_version_is_refused() {
     let server = TestServer::default().await;
     let mut client = server.connect("").await;
     client
-        .send_text(&format!("{{\"protocol\":\"json\",\"version\":2}}{RS}"))
+        .send_text(&format!("{{\"protocol\":\"json\",\"version\":3}}{RS}"))
         .await;
     let response = client.record().await.unwrap();
     assert_eq!(
         response,
-        json!({ "error": "The server does not support version 2 of the 'json' protocol." })
+        json!({ "error": "The server does not support version 3 of the 'json' protocol." })
     );
     client.closed().await;
     server.assert_healthy().await;
@@ -94,7 +94,7 @@ async fn unsupported_version_is_refused() {
 #[tokio::test]
 async fn older_and_current_versions_are_accepted() {
     let server = TestServer::default().await;
-    for version in [0, 1] {
+    for version in [0, 1, 2] {
         let mut client = server.connect("").await;
         client
             .send_text(&format!(
@@ -125,13 +125,13 @@ async fn newer_messagepack_version_is_refused() {
     let mut client = server.connect("").await;
     client
         .send_text(&format!(
-            "{{\"protocol\":\"messagepack\",\"version\":2}}{RS}"
+            "{{\"protocol\":\"messagepack\",\"version\":3}}{RS}"
         ))
         .await;
     let response = client.record().await.unwrap();
     assert_eq!(
         response,
-        json!({ "error": "The server does not support version 2 of the 'messagepack' protocol." })
+        json!({ "error": "The server does not support version 3 of the 'messagepack' protocol." })
     );
     client.closed().await;
 }

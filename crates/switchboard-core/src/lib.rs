@@ -102,9 +102,10 @@ pub use connection::{
 };
 pub use error::{BoxError, Error, Result};
 pub use hub::{
-    ArgumentError, CallContext, Client, Clients, DEFAULT_CLIENT_RESULT_TIMEOUT,
-    DEFAULT_MAX_QUEUED_INVOCATIONS, DEFAULT_MAX_STREAMS_PER_CONNECTION, FromArguments, Hub,
-    HubBuilder, HubContext, HubError, HubOptions, HubSession, HubStats,
+    ArgumentError, Arguments, CallContext, Client, Clients, DEFAULT_CLIENT_RESULT_TIMEOUT,
+    DEFAULT_MAX_QUEUED_INVOCATIONS, DEFAULT_MAX_STREAMS_PER_CONNECTION,
+    DEFAULT_MAX_UPLOAD_STREAMS_PER_CONNECTION, DEFAULT_STREAM_BUFFER_CAPACITY, FromArguments, Hub,
+    HubArgument, HubBuilder, HubContext, HubError, HubOptions, HubSession, HubStats, UploadStream,
 };
 pub use id::{ConnectionId, random_token};
 pub use manager::HubLifetimeManager;

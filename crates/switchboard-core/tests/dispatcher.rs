@@ -8,13 +8,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures::stream;
+use futures::{StreamExt, stream};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use switchboard_core::protocol::{HubMessage, Invocation, Outcome, Protocol, RawValue};
+use switchboard_core::protocol::{Completion, HubMessage, Invocation, Outcome, Protocol, RawValue};
 use switchboard_core::{
     CallContext, Connection, ConnectionOptions, ConnectionReceiver, Hub, HubError, HubSession,
-    InMemoryHubLifetimeManager,
+    InMemoryHubLifetimeManager, UploadStream,
 };
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -747,4 +747,366 @@ async fn a_long_stream_to_a_slow_reader_survives_broadcasts() {
     assert!(ticks > 0, "no broadcast was interleaved");
     assert!(!connection.is_closed(), "{:?}", connection.close_reason());
     assert_eq!(hub.manager().stats().closed_slow, 0);
+}
+
+// ---------------------------------------------------------------------------
+// Client-to-server (upload) streams
+// ---------------------------------------------------------------------------
+
+/// Adds the items of an upload stream; fails with the stream's error.
+async fn sum(mut numbers: UploadStream<i64>) -> Result<i64, HubError> {
+    let mut sum = 0;
+    while let Some(n) = numbers.next().await {
+        sum += n?;
+    }
+    Ok(sum)
+}
+
+fn upload_hub(gate: Arc<tokio::sync::Semaphore>) -> Hub {
+    Hub::builder()
+        .method("Sum", |_ctx, (numbers,): (UploadStream<i64>,)| sum(numbers))
+        .method(
+            "Scale",
+            |_ctx, (mut numbers, factor): (UploadStream<i64>, i64)| async move {
+                let mut scaled = Vec::new();
+                while let Some(n) = numbers.next().await {
+                    scaled.push(n? * factor);
+                }
+                Ok::<_, HubError>(scaled)
+            },
+        )
+        .method(
+            "Wrap",
+            |_ctx, (prefix, mut words, suffix): (String, UploadStream<String>, String)| async move {
+                let mut out = prefix;
+                while let Some(word) = words.next().await {
+                    out.push_str(&word?);
+                }
+                out.push_str(&suffix);
+                Ok::<_, HubError>(out)
+            },
+        )
+        // Takes an item only when the test lets it.
+        .method(
+            "GatedSum",
+            move |_ctx, (mut numbers,): (UploadStream<i64>,)| {
+                let gate = gate.clone();
+                async move {
+                    let mut sum = 0;
+                    loop {
+                        gate.acquire().await.unwrap().forget();
+                        match numbers.next().await {
+                            Some(n) => sum += n?,
+                            None => return Ok::<_, HubError>(sum),
+                        }
+                    }
+                }
+            },
+        )
+        .method(
+            "Ignore",
+            |_ctx, (_numbers,): (UploadStream<i64>,)| async move { Ok::<_, HubError>(()) },
+        )
+        .stream(
+            "Doubled",
+            |_ctx, (numbers,): (UploadStream<i64>,)| async move {
+                Ok(numbers.map(|n| n.map(|n| n * 2)))
+            },
+        )
+        .max_upload_streams_per_connection(2)
+        .build(Arc::new(InMemoryHubLifetimeManager::new()))
+}
+
+impl Client {
+    async fn invoke_streams(
+        &self,
+        id: &str,
+        target: &str,
+        arguments: Vec<RawValue>,
+        streams: &[&str],
+    ) {
+        self.session
+            .handle(HubMessage::Invocation(Invocation {
+                invocation_id: Some(id.to_owned()),
+                target: target.to_owned(),
+                arguments,
+                stream_ids: streams.iter().map(|s| (*s).to_owned()).collect(),
+            }))
+            .await;
+    }
+
+    async fn item<T: Serialize>(&self, stream: &str, value: T) {
+        let item = self.arg(value);
+        self.session
+            .handle(HubMessage::StreamItem {
+                invocation_id: stream.to_owned(),
+                item,
+            })
+            .await;
+    }
+
+    async fn end_stream(&self, stream: &str, error: Option<&str>) {
+        let outcome = match error {
+            Some(e) => Outcome::Error(e.to_owned()),
+            None => Outcome::Void,
+        };
+        self.session
+            .handle(HubMessage::Completion(Completion {
+                invocation_id: stream.to_owned(),
+                outcome,
+            }))
+            .await;
+    }
+
+    async fn value(&mut self) -> Value {
+        match self.completion().await {
+            (_, Outcome::Value(v)) => v.deserialize().unwrap(),
+            other => panic!("expected a value completion, got {other:?}"),
+        }
+    }
+}
+
+fn open_gate() -> Arc<tokio::sync::Semaphore> {
+    Arc::new(tokio::sync::Semaphore::new(
+        tokio::sync::Semaphore::MAX_PERMITS,
+    ))
+}
+
+#[tokio::test]
+async fn an_upload_stream_delivers_every_item_in_order_until_the_client_completes_it() {
+    for protocol in Protocol::ALL {
+        let hub = upload_hub(open_gate());
+        let mut client = Client::connect(&hub, ConnectionOptions::new(protocol)).await;
+        client.invoke_streams("1", "Sum", vec![], &["s"]).await;
+        for n in 1..=100i64 {
+            within(client.item("s", n)).await;
+        }
+        client.assert_nothing().await;
+        client.end_stream("s", None).await;
+        assert_eq!(client.value().await, json!(5050), "{protocol}");
+
+        client
+            .invoke_streams("2", "Scale", vec![client.arg(3)], &["t"])
+            .await;
+        for n in [1, 2, 3] {
+            client.item("t", n).await;
+        }
+        client.end_stream("t", None).await;
+        assert_eq!(client.value().await, json!([3, 6, 9]), "{protocol}");
+        assert_eq!(hub.stats().dropped_stream_items, 0);
+    }
+}
+
+#[tokio::test]
+async fn an_upload_stream_may_stand_between_normal_arguments() {
+    let hub = upload_hub(open_gate());
+    let mut client = json_client(&hub).await;
+    let arguments = vec![client.arg("<"), client.arg(">")];
+    client.invoke_streams("1", "Wrap", arguments, &["w"]).await;
+    client.item("w", "a").await;
+    client.item("w", "b").await;
+    client.end_stream("w", None).await;
+    assert_eq!(client.value().await, json!("<ab>"));
+}
+
+#[tokio::test]
+async fn a_streaming_method_can_take_an_upload_stream() {
+    let hub = upload_hub(open_gate());
+    let mut client = json_client(&hub).await;
+    client
+        .session
+        .handle(HubMessage::StreamInvocation(Invocation {
+            invocation_id: Some("1".into()),
+            target: "Doubled".into(),
+            arguments: vec![],
+            stream_ids: vec!["in".into()],
+        }))
+        .await;
+    for n in [1, 2] {
+        client.item("in", n).await;
+    }
+    client.end_stream("in", None).await;
+    let mut items = Vec::new();
+    loop {
+        match client.next().await {
+            HubMessage::StreamItem { item, .. } => items.push(item.deserialize::<i64>().unwrap()),
+            HubMessage::Completion(c) => {
+                assert_eq!(c.outcome, Outcome::Void);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(items, [2, 4]);
+}
+
+#[tokio::test]
+async fn the_clients_error_completion_ends_the_stream_with_that_error() {
+    let hub = upload_hub(open_gate());
+    let mut client = json_client(&hub).await;
+    client.invoke_streams("1", "Sum", vec![], &["s"]).await;
+    client.item("s", 1).await;
+    client.end_stream("s", Some("sensor unplugged")).await;
+    assert_eq!(client.error().await, "sensor unplugged");
+}
+
+#[tokio::test]
+async fn an_item_that_is_not_of_the_streams_type_ends_it_with_an_error() {
+    let hub = upload_hub(open_gate());
+    let mut client = json_client(&hub).await;
+    client.invoke_streams("1", "Sum", vec![], &["s"]).await;
+    client.item("s", "seven").await;
+    let error = client.error().await;
+    assert!(
+        error.starts_with("An item of stream 's' is invalid"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn stream_counts_that_do_not_fit_the_method_are_completion_errors() {
+    let hub = upload_hub(open_gate());
+    let mut client = json_client(&hub).await;
+    client.invoke_streams("1", "Sum", vec![], &[]).await;
+    assert_eq!(
+        client.error().await,
+        "Failed to invoke 'Sum': Client sent 0 stream(s), Hub method expects 1."
+    );
+    client.invoke_streams("2", "Sum", vec![], &["a", "b"]).await;
+    assert_eq!(
+        client.error().await,
+        "Failed to invoke 'Sum': Client sent 2 stream(s), Hub method expects 1."
+    );
+    // Values are counted apart from streams.
+    client.invoke_streams("3", "Scale", vec![], &["a"]).await;
+    assert_eq!(
+        client.error().await,
+        "Failed to invoke 'Scale': Invocation provides 0 argument(s) but target expects 1."
+    );
+}
+
+#[tokio::test]
+async fn items_for_unknown_or_completed_streams_are_dropped_and_counted() {
+    let hub = upload_hub(open_gate());
+    let mut client = json_client(&hub).await;
+    within(client.item("nobody", 1)).await;
+    assert_eq!(hub.stats().dropped_stream_items, 1);
+
+    client.invoke_streams("1", "Sum", vec![], &["s"]).await;
+    client.item("s", 2).await;
+    client.end_stream("s", None).await;
+    assert_eq!(client.value().await, json!(2));
+    within(client.item("s", 3)).await;
+    assert_eq!(hub.stats().dropped_stream_items, 2);
+
+    // A method that returns without reading its stream closes it.
+    client.invoke_streams("2", "Ignore", vec![], &["i"]).await;
+    client.completion().await;
+    within(client.item("i", 4)).await;
+    assert_eq!(hub.stats().dropped_stream_items, 3);
+    // A second Completion of a finished stream is refused, as any unknown
+    // Completion is, and the connection goes on.
+    client.end_stream("s", None).await;
+    assert_eq!(hub.stats().refused_completions, 1);
+    client.invoke_streams("3", "Sum", vec![], &["t"]).await;
+    client.end_stream("t", None).await;
+    assert_eq!(client.value().await, json!(0));
+}
+
+#[tokio::test]
+async fn open_upload_streams_are_bounded_and_their_ids_unique() {
+    let hub = Hub::builder()
+        .method("GatedSum", |_ctx, (numbers,): (UploadStream<i64>,)| {
+            sum(numbers)
+        })
+        .max_parallel_invocations(8)
+        .max_upload_streams_per_connection(2)
+        .build(Arc::new(InMemoryHubLifetimeManager::new()));
+    let mut client = json_client(&hub).await;
+    client.invoke_streams("1", "GatedSum", vec![], &["a"]).await;
+    client.invoke_streams("2", "GatedSum", vec![], &["a"]).await;
+    assert_eq!(
+        client.error().await,
+        "Failed to invoke 'GatedSum': Stream ID 'a' is already in use."
+    );
+    client.invoke_streams("3", "GatedSum", vec![], &["b"]).await;
+    client.invoke_streams("4", "GatedSum", vec![], &["c"]).await;
+    assert_eq!(
+        client.error().await,
+        "Failed to invoke 'GatedSum': The connection already has 2 upload streams open, the most allowed."
+    );
+    client.end_stream("a", None).await;
+    client.end_stream("b", None).await;
+    let mut done = [client.completion().await.0, client.completion().await.0];
+    done.sort();
+    assert_eq!(done, ["1", "3"]);
+}
+
+#[tokio::test]
+async fn a_client_that_overruns_the_buffer_waits_and_loses_nothing() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let hub = upload_hub(gate.clone());
+    let mut client = json_client(&hub).await;
+    client.invoke_streams("1", "GatedSum", vec![], &["s"]).await;
+    // The method takes nothing yet: ten items fit in the buffer...
+    for n in 1..=10i64 {
+        within(client.item("s", n)).await;
+    }
+    // ...and the eleventh waits (a dropped wait sends nothing).
+    let waited = tokio::time::timeout(Duration::from_millis(300), client.item("s", 11)).await;
+    assert!(waited.is_err(), "the eleventh item should wait for room");
+    // Let the method go: the waiting client goes on.
+    gate.add_permits(tokio::sync::Semaphore::MAX_PERMITS / 2);
+    for n in 11..=1000i64 {
+        within(client.item("s", n)).await;
+    }
+    client.end_stream("s", None).await;
+    assert_eq!(client.value().await, json!(500_500));
+    assert_eq!(hub.stats().dropped_stream_items, 0);
+}
+
+#[tokio::test]
+async fn cancelling_the_invocation_or_leaving_ends_its_upload_streams() {
+    let hub = upload_hub(open_gate());
+    let mut client = json_client(&hub).await;
+    client.invoke_streams("1", "Sum", vec![], &["s"]).await;
+    client.item("s", 1).await;
+    client
+        .session
+        .handle(HubMessage::CancelInvocation {
+            invocation_id: "1".into(),
+        })
+        .await;
+    assert_eq!(
+        client.error().await,
+        "The upload stream was cancelled before the client completed it."
+    );
+
+    // Leaving: the method sees the stream end with the same error, and runs
+    // to its end.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let tx = Arc::new(parking_lot::Mutex::new(Some(tx)));
+    let hub = Hub::builder()
+        .method("Watch", move |_ctx, (numbers,): (UploadStream<i64>,)| {
+            let tx = tx.clone();
+            async move {
+                let outcome = sum(numbers).await;
+                if let Some(tx) = tx.lock().take() {
+                    let _ = tx.send(outcome.clone());
+                }
+                outcome
+            }
+        })
+        .build(Arc::new(InMemoryHubLifetimeManager::new()));
+    let client = json_client(&hub).await;
+    client.invoke_streams("1", "Watch", vec![], &["s"]).await;
+    client.item("s", 5).await;
+    client.session.close(None).await;
+    let outcome = within(rx).await.unwrap();
+    assert_eq!(
+        outcome,
+        Err(HubError::new(
+            "The upload stream was cancelled before the client completed it."
+        ))
+    );
 }

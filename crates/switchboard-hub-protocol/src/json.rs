@@ -176,7 +176,7 @@ pub(super) fn push_str(out: &mut Vec<u8>, value: &str) {
 
 /// The hub message properties this protocol knows, in the order of the
 /// index constants below.
-const PROPERTIES: [&str; 10] = [
+const PROPERTIES: [&str; 11] = [
     "type",
     "invocationId",
     "target",
@@ -187,6 +187,7 @@ const PROPERTIES: [&str; 10] = [
     "result",
     "error",
     "allowReconnect",
+    "sequenceId",
 ];
 const TYPE: usize = 0;
 const INVOCATION_ID: usize = 1;
@@ -198,6 +199,7 @@ const ITEM: usize = 6;
 const RESULT: usize = 7;
 const ERROR: usize = 8;
 const ALLOW_RECONNECT: usize = 9;
+const SEQUENCE_ID: usize = 10;
 
 fn malformed(reason: impl Into<String>) -> ProtocolError {
     ProtocolError::Malformed {
@@ -251,6 +253,12 @@ fn parse_record(record: &Bytes) -> Result<HubMessage, ProtocolError> {
         7 => HubMessage::Close {
             error: fields.optional_string(ERROR)?,
             allow_reconnect: fields.optional::<bool>(ALLOW_RECONNECT)?.unwrap_or(false),
+        },
+        8 => HubMessage::Ack {
+            sequence_id: fields.required::<u64>(SEQUENCE_ID)?,
+        },
+        9 => HubMessage::Sequence {
+            sequence_id: fields.required::<u64>(SEQUENCE_ID)?,
         },
         other => return Err(ProtocolError::UnknownMessageType(other)),
     };
@@ -513,6 +521,10 @@ pub(super) fn write_message(message: &HubMessage) -> Result<Bytes, ProtocolError
             error,
             allow_reconnect,
         } => return Ok(write_close(error.as_deref(), *allow_reconnect)),
+        HubMessage::Ack { sequence_id } => return Ok(write_sequence_message(8, *sequence_id)),
+        HubMessage::Sequence { sequence_id } => {
+            return Ok(write_sequence_message(9, *sequence_id));
+        }
     };
     Ok(finish(out))
 }
@@ -611,6 +623,14 @@ pub(super) fn write_completion_error(invocation_id: &str, error: &str) -> Bytes 
 /// Encodes `{"type":6}`.
 pub(super) fn write_ping() -> Bytes {
     Bytes::from_static(b"{\"type\":6}\x1e")
+}
+
+/// Encodes an Ack (type 8) or a Sequence (type 9): `{"type":8,"sequenceId":n}`.
+pub(super) fn write_sequence_message(message_type: u8, sequence_id: u64) -> Bytes {
+    let mut out = begin(message_type);
+    key(&mut out, "sequenceId");
+    out.extend_from_slice(sequence_id.to_string().as_bytes());
+    finish(out)
 }
 
 /// Encodes a Close: `error` only when set, `allowReconnect` only when true.
@@ -868,8 +888,23 @@ mod tests {
     }
 
     #[test]
+    fn parses_the_spec_ack_and_sequence_examples() {
+        assert_eq!(
+            parse(r#"{"type": 8, "sequenceId": 1394}"#).unwrap(),
+            HubMessage::Ack { sequence_id: 1394 }
+        );
+        assert_eq!(
+            parse(r#"{"type": 9, "sequenceId": 1234}"#).unwrap(),
+            HubMessage::Sequence { sequence_id: 1234 }
+        );
+        assert_invalid_field(parse(r#"{"type":8}"#), 8, "sequenceId");
+        assert_invalid_field(parse(r#"{"type":9,"sequenceId":-1}"#), 9, "sequenceId");
+        assert_invalid_field(parse(r#"{"type":9,"sequenceId":"1"}"#), 9, "sequenceId");
+    }
+
+    #[test]
     fn unknown_types_are_reported_with_their_number() {
-        for ty in [0u64, 8, 9, 42] {
+        for ty in [0u64, 10, 42] {
             match parse(&format!(r#"{{"type":{ty},"sequenceId":1}}"#)) {
                 Err(ProtocolError::UnknownMessageType(n)) => assert_eq!(n, ty),
                 other => panic!("type {ty}: {other:?}"),
@@ -966,6 +1001,10 @@ mod tests {
             HubMessage::Close {
                 error: Some("bye".into()),
                 allow_reconnect: true,
+            },
+            HubMessage::Ack { sequence_id: 1394 },
+            HubMessage::Sequence {
+                sequence_id: u64::MAX,
             },
         ]
     }

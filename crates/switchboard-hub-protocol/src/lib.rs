@@ -48,7 +48,11 @@ pub const RECORD_SEPARATOR: u8 = 0x1e;
 /// A handshake asking for this version or an older one is accepted (as in
 /// ASP.NET Core, whose protocols support every version up to their own):
 /// some clients, such as Python's `signalrcore`, ask for version 0.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version 2 adds the Ack and Sequence messages of stateful reconnect.
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// The first hub protocol version with stateful reconnect (Ack, Sequence).
+pub const STATEFUL_RECONNECT_VERSION: u32 = 2;
 
 /// Whether a handshake asking for hub protocol `version` is accepted.
 pub fn is_version_supported(version: u32) -> bool {
@@ -189,6 +193,24 @@ impl Protocol {
         }
     }
 
+    /// Encodes an Ack (stateful reconnect), framed: every trackable message
+    /// up to `sequence_id` has been received.
+    pub fn write_ack(self, sequence_id: u64) -> Bytes {
+        match self {
+            Protocol::Json => json::write_sequence_message(8, sequence_id),
+            Protocol::MessagePack => msgpack::write_sequence_message(8, sequence_id),
+        }
+    }
+
+    /// Encodes a Sequence (stateful reconnect), framed: the next trackable
+    /// message sent has `sequence_id`.
+    pub fn write_sequence(self, sequence_id: u64) -> Bytes {
+        match self {
+            Protocol::Json => json::write_sequence_message(9, sequence_id),
+            Protocol::MessagePack => msgpack::write_sequence_message(9, sequence_id),
+        }
+    }
+
     /// Encodes a Close, framed, with an optional error and whether clients
     /// with automatic reconnect enabled should reconnect.
     pub fn write_close(self, error: Option<&str>, allow_reconnect: bool) -> Bytes {
@@ -305,6 +327,35 @@ pub enum HubMessage {
         /// Whether a client with automatic reconnect should reconnect.
         allow_reconnect: bool,
     },
+    /// Type 8 (protocol version 2, stateful reconnect): the sender has
+    /// received every trackable message up to and including `sequence_id`.
+    Ack {
+        /// The highest sequence id received.
+        sequence_id: u64,
+    },
+    /// Type 9 (protocol version 2, stateful reconnect): sent first after a
+    /// reconnect; the next trackable message the sender sends has this id.
+    Sequence {
+        /// The id of the sender's next trackable message.
+        sequence_id: u64,
+    },
+}
+
+impl HubMessage {
+    /// Whether the message takes part in stateful reconnect's sequence
+    /// numbering: Invocation, StreamItem, Completion, StreamInvocation and
+    /// CancelInvocation are numbered and replayed; Ping, Close, Ack and
+    /// Sequence are not.
+    pub fn is_trackable(&self) -> bool {
+        matches!(
+            self,
+            HubMessage::Invocation(_)
+                | HubMessage::StreamItem { .. }
+                | HubMessage::Completion(_)
+                | HubMessage::StreamInvocation(_)
+                | HubMessage::CancelInvocation { .. }
+        )
+    }
 }
 
 /// The body of an Invocation or StreamInvocation message.

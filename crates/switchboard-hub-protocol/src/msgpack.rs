@@ -305,6 +305,12 @@ fn parse_body(bytes: &Bytes) -> Result<HubMessage, ProtocolError> {
                 allow_reconnect,
             }
         }
+        8 => HubMessage::Ack {
+            sequence_id: body.sequence_id()?,
+        },
+        9 => HubMessage::Sequence {
+            sequence_id: body.sequence_id()?,
+        },
         other => return Err(ProtocolError::UnknownMessageType(other)),
     };
     body.finish()?;
@@ -330,6 +336,12 @@ impl Body<'_> {
             Fault::Truncated => malformed(format!("the message ends inside '{field}'")),
             Fault::Unexpected => self.invalid(field),
         }
+    }
+
+    /// The sequence id of an Ack or a Sequence: any unsigned integer.
+    fn sequence_id(&mut self) -> Result<u64, ProtocolError> {
+        self.element("sequenceId")?;
+        self.uint().map_err(|fault| self.fault(fault, "sequenceId"))
     }
 
     fn has_more(&self) -> bool {
@@ -683,6 +695,10 @@ pub(super) fn write_message(message: &HubMessage) -> Result<Bytes, ProtocolError
             error,
             allow_reconnect,
         } => return Ok(write_close(error.as_deref(), *allow_reconnect)),
+        HubMessage::Ack { sequence_id } => return Ok(write_sequence_message(8, *sequence_id)),
+        HubMessage::Sequence { sequence_id } => {
+            return Ok(write_sequence_message(9, *sequence_id));
+        }
     };
     finish_checked(out)
 }
@@ -783,6 +799,15 @@ pub(super) fn write_completion_error(invocation_id: &str, error: &str) -> Bytes 
 /// Encodes a Ping: always exactly `0x91 0x06`, framed.
 pub(super) fn write_ping() -> Bytes {
     Bytes::from_static(&[0x02, 0x91, 0x06])
+}
+
+/// Encodes an Ack (`[8, sequenceId]`) or a Sequence (`[9, sequenceId]`).
+pub(super) fn write_sequence_message(message_type: u8, sequence_id: u64) -> Bytes {
+    let mut out = begin();
+    out.extend_from_slice(&[0x92, message_type]);
+    // Infallible: the buffer is a Vec.
+    let _ = rmp::encode::write_uint(&mut out, sequence_id);
+    finish(out)
 }
 
 /// Encodes a Close: `[7, error|nil]`, plus `true` when reconnecting is
@@ -1033,14 +1058,40 @@ mod tests {
     }
 
     #[test]
-    fn unknown_types_are_reported_with_their_number() {
+    fn parses_the_spec_ack_and_sequence_examples() {
+        assert_eq!(
+            parse(&hex("0x92 0x08 0xcc 0x24")).unwrap(),
+            HubMessage::Ack { sequence_id: 36 }
+        );
+        assert_eq!(
+            parse(&hex("0x92 0x09 0xcc 0x13")).unwrap(),
+            HubMessage::Sequence { sequence_id: 19 }
+        );
+        assert_eq!(
+            parse(&hex("0x92 0x08 0x05")).unwrap(),
+            HubMessage::Ack { sequence_id: 5 }
+        );
         assert!(matches!(
-            parse(&hex("0x92 0x08 0xcc 0x24")),
-            Err(ProtocolError::UnknownMessageType(8))
+            parse(&hex("0x91 0x08")),
+            Err(ProtocolError::InvalidField {
+                field: "sequenceId",
+                ..
+            })
         ));
         assert!(matches!(
-            parse(&hex("0x92 0x09 0xcc 0x13")),
-            Err(ProtocolError::UnknownMessageType(9))
+            parse(&hex("0x92 0x09 0xa1 0x31")),
+            Err(ProtocolError::InvalidField {
+                field: "sequenceId",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn unknown_types_are_reported_with_their_number() {
+        assert!(matches!(
+            parse(&hex("0x92 0x0a 0xcc 0x24")),
+            Err(ProtocolError::UnknownMessageType(10))
         ));
         assert!(matches!(
             parse(&hex("0x91 0x00")),
@@ -1195,6 +1246,10 @@ mod tests {
             HubMessage::Close {
                 error: Some("bye".into()),
                 allow_reconnect: true,
+            },
+            HubMessage::Ack { sequence_id: 36 },
+            HubMessage::Sequence {
+                sequence_id: u64::MAX,
             },
         ]
     }

@@ -2,6 +2,7 @@
 // clients built with the official SignalR client, and waiting helpers.
 
 import { spawn } from 'node:child_process';
+import net from 'node:net';
 import { createInterface } from 'node:readline';
 import * as signalR from '@microsoft/signalr';
 import { MessagePackHubProtocol } from '@microsoft/signalr-protocol-msgpack';
@@ -71,7 +72,7 @@ export class Client {
    * `transport`: a `signalR.HttpTransportType` (WebSockets by default), or
    * `null` to let the client pick as it would on its own.
    */
-  static async connect(server, { user, protocol = 'json', skipNegotiation = false, reconnect = false, path = '/hubs/chat', transport = signalR.HttpTransportType.WebSockets } = {}) {
+  static async connect(server, { user, protocol = 'json', skipNegotiation = false, reconnect = false, stateful = false, path = '/hubs/chat', transport = signalR.HttpTransportType.WebSockets } = {}) {
     const client = new Client();
     const query = user === undefined ? '' : `?user=${encodeURIComponent(user)}`;
     let builder = new signalR.HubConnectionBuilder()
@@ -85,6 +86,9 @@ export class Client {
     }
     if (reconnect) {
       builder = builder.withAutomaticReconnect([0, 100, 250, 500, 1000, 1000, 1000, 1000, 1000, 1000]);
+    }
+    if (stateful) {
+      builder = builder.withStatefulReconnect();
     }
     client.connection = builder.build();
     client.messages = [];
@@ -173,6 +177,94 @@ export function twoServers({ before, after }) {
     await Promise.allSettled([servers.a?.stop(), servers.b?.stop()]);
   });
   return servers;
+}
+
+/**
+ * A TCP proxy in front of a server, standing in for the network between a
+ * client and it: `cut()` drops every connection at once, without a
+ * WebSocket close frame on either side, and while `hold()` is on, new
+ * connections are accepted but reach the server only at `release()`.
+ */
+export class Proxy {
+  static async start(server) {
+    const proxy = new Proxy();
+    proxy.target = server.port;
+    proxy.pairs = new Set();
+    proxy.held = null;
+    proxy.server = net.createServer((socket) => {
+      if (proxy.held) {
+        proxy.held.push(socket);
+      } else {
+        proxy.#forward(socket);
+      }
+    });
+    await new Promise((resolve) => proxy.server.listen(0, '127.0.0.1', resolve));
+    proxy.port = proxy.server.address().port;
+    proxy.url = `http://127.0.0.1:${proxy.port}`;
+    return proxy;
+  }
+
+  #forward(socket) {
+    const upstream = net.connect(this.target, '127.0.0.1');
+    const pair = { socket, upstream };
+    this.pairs.add(pair);
+    const end = () => {
+      this.pairs.delete(pair);
+      socket.destroy();
+      upstream.destroy();
+    };
+    socket.on('error', end).on('close', end);
+    upstream.on('error', end).on('close', end);
+    socket.pipe(upstream);
+    upstream.pipe(socket);
+  }
+
+  /** Drops every open connection, both ways, without a close handshake. */
+  cut() {
+    for (const { socket, upstream } of this.pairs) {
+      socket.destroy();
+      upstream.destroy();
+    }
+    this.pairs.clear();
+  }
+
+  /** New connections wait (their bytes buffered) until `release()`. */
+  hold() {
+    this.held ??= [];
+  }
+
+  /** Forwards the held connections, and new ones from now on. */
+  release() {
+    const held = this.held ?? [];
+    this.held = null;
+    for (const socket of held) {
+      if (!socket.destroyed) {
+        this.#forward(socket);
+      }
+    }
+  }
+
+  /** How many connections wait in `hold()`. */
+  get waiting() {
+    return this.held?.filter((socket) => !socket.destroyed).length ?? 0;
+  }
+
+  async stop() {
+    this.release();
+    this.cut();
+    await new Promise((resolve) => this.server.close(resolve));
+  }
+}
+
+/** Waits until `condition()` holds, failing after `timeoutMs`. */
+export async function until(condition, what, timeoutMs = TIMEOUT_MS) {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) {
+      throw new Error(`timed out waiting for ${what}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
 }
 
 /** A text no other test uses. */

@@ -22,10 +22,12 @@ use axum::http::header;
 use axum::http::request::Parts;
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
+use futures::StreamExt;
 use serde::Serialize;
 use switchboard_axum::{AuthRejection, SignalROptions, router};
 use switchboard_core::{
     CallContext, Hub, HubError, HubLifetimeManager, InMemoryHubLifetimeManager, InvokeOptions,
+    UploadStream,
 };
 use switchboard_redis::{RedisHubLifetimeManager, RedisOptions};
 use tokio::net::TcpListener;
@@ -35,7 +37,7 @@ const USAGE: &str = "\
 switchboard chat demo
 
 Usage: chat [--port N] [--redis URL] [--no-websockets] [--no-sse] [--no-long-polling]
-            [--ws-buffers small|axum]
+            [--ws-buffers small|axum] [--reconnect-window-ms N]
 
 Options:
   --port N      listen on 127.0.0.1:N (default 5000; 0 picks a free port)
@@ -49,6 +51,9 @@ Options:
                 per-connection WebSocket buffers: switchboard's small
                 defaults (4 KiB read buffer, default) or axum's own
                 (128 KiB read, 128 KiB write), for comparison
+  --reconnect-window-ms N
+                how long a stateful-reconnect connection whose socket
+                dropped waits for its client (default 15000)
   -h, --help    show this help
 
 Logs go to stderr; set RUST_LOG to change the level (default info).";
@@ -71,6 +76,8 @@ struct Args {
     /// `--ws-buffers axum`: axum's WebSocket buffer sizes instead of
     /// switchboard's.
     axum_ws_buffers: bool,
+    /// `--reconnect-window-ms`: the stateful reconnect window.
+    reconnect_window: Option<Duration>,
 }
 
 /// Parses the arguments; `Ok(None)` when help was asked for.
@@ -79,6 +86,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
     let mut redis = None;
     let (mut websockets, mut server_sent_events, mut long_polling) = (true, true, true);
     let mut axum_ws_buffers = false;
+    let mut reconnect_window = None;
     while let Some(arg) = args.next() {
         let (name, inline) = match arg.split_once('=') {
             Some((name, value)) if name.starts_with("--") => {
@@ -115,6 +123,13 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
                     }
                 }
             }
+            "--reconnect-window-ms" => {
+                let text = value("--reconnect-window-ms")?;
+                let ms: u64 = text.parse().map_err(|_| {
+                    format!("--reconnect-window-ms: '{text}' is not a number of milliseconds")
+                })?;
+                reconnect_window = Some(Duration::from_millis(ms));
+            }
             other => return Err(format!("unknown argument '{other}'")),
         }
     }
@@ -130,6 +145,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
         server_sent_events,
         long_polling,
         axum_ws_buffers,
+        reconnect_window,
     }))
 }
 
@@ -182,6 +198,9 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
         .websockets(args.websockets)
         .server_sent_events(args.server_sent_events)
         .long_polling(args.long_polling);
+    if let Some(window) = args.reconnect_window {
+        options = options.stateful_reconnect_window(window);
+    }
     if args.axum_ws_buffers {
         // axum's (and tungstenite's) defaults: 128 KiB each, no write limit.
         options = options
@@ -289,6 +308,7 @@ struct Who {
 /// | `WhoAmI` | | | `{"connectionId", "user"}` |
 /// | `AskClient` | connectionId, question | invokes `ask(question)` there | the client's answer |
 /// | `Count` | n | | a stream of 1..=n |
+/// | `Sum` | a stream of integers (uploaded by the client) | | their sum |
 fn chat_hub(manager: Arc<dyn HubLifetimeManager>) -> Hub {
     Hub::builder()
         .method(
@@ -386,6 +406,18 @@ fn chat_hub(manager: Arc<dyn HubLifetimeManager>) -> Hub {
                     )
                     .await?;
                 Ok::<_, HubError>(answer)
+            },
+        )
+        .method(
+            "Sum",
+            |_ctx: CallContext, (mut numbers,): (UploadStream<i64>,)| async move {
+                let mut sum: i64 = 0;
+                while let Some(n) = numbers.next().await {
+                    sum = sum
+                        .checked_add(n?)
+                        .ok_or_else(|| HubError::new("The sum overflows a 64-bit integer."))?;
+                }
+                Ok::<_, HubError>(sum)
             },
         )
         .stream("Count", |_ctx: CallContext, (n,): (u64,)| async move {

@@ -78,6 +78,16 @@ fn test_hub(disconnects: Arc<Mutex<Vec<Option<String>>>>) -> Hub {
             ctx.connection().close("kicked");
             Ok(())
         })
+        .method(
+            "Sum",
+            |_ctx, (mut numbers,): (switchboard_core::UploadStream<i64>,)| async move {
+                let mut sum = 0;
+                while let Some(n) = numbers.next().await {
+                    sum += n?;
+                }
+                Ok::<_, HubError>(sum)
+            },
+        )
         .stream("Count", |_ctx, (n,): (u32,)| async move {
             Ok(futures::stream::iter((1..=n).map(Ok::<_, HubError>)))
         })
@@ -342,8 +352,14 @@ impl Client {
 
     /// Sends the handshake for `protocol` and returns the response record.
     pub async fn handshake(&mut self, protocol: &str) -> Option<Value> {
+        self.handshake_version(protocol, 1).await
+    }
+
+    /// Sends the handshake for `protocol` at hub protocol `version` and
+    /// returns the response record.
+    pub async fn handshake_version(&mut self, protocol: &str, version: u32) -> Option<Value> {
         self.send_text(&format!(
-            "{{\"protocol\":\"{protocol}\",\"version\":1}}{RS}"
+            "{{\"protocol\":\"{protocol}\",\"version\":{version}}}{RS}"
         ))
         .await;
         let response = self.record().await;
@@ -351,6 +367,22 @@ impl Client {
             self.protocol = p;
         }
         response
+    }
+
+    /// Speaks `protocol` from now on (for a socket that resumes a
+    /// connection, without a handshake).
+    pub fn set_protocol(&mut self, protocol: Protocol) {
+        self.protocol = protocol;
+    }
+
+    /// Sends one hub message in the client's protocol.
+    pub async fn send_message(&mut self, message: &HubMessage) {
+        let frame = self.protocol.write_message(message).unwrap();
+        if self.protocol.is_binary() {
+            self.send_binary(&frame).await;
+        } else {
+            self.send_text(std::str::from_utf8(&frame).unwrap()).await;
+        }
     }
 
     pub async fn handshake_ok(&mut self, protocol: &str) {

@@ -3,6 +3,7 @@
 mod args;
 mod context;
 mod session;
+mod upload;
 
 use std::any::TypeId;
 use std::collections::HashMap;
@@ -16,9 +17,10 @@ use futures::future::BoxFuture;
 use futures::stream::{BoxStream, Stream, StreamExt};
 use serde::Serialize;
 
-pub use args::{ArgumentError, FromArguments};
+pub use args::{ArgumentError, Arguments, FromArguments, HubArgument};
 pub use context::{CallContext, Client, Clients, DEFAULT_CLIENT_RESULT_TIMEOUT, HubContext};
 pub use session::HubSession;
+pub use upload::UploadStream;
 
 use crate::error::Error;
 use crate::manager::HubLifetimeManager;
@@ -80,7 +82,7 @@ impl From<&str> for HubError {
 type Reply = Result<Option<RawValue>, HubError>;
 /// A unary method with its arguments bound, ready to run.
 type UnaryFn = Arc<
-    dyn Fn(CallContext, &[RawValue]) -> Result<BoxFuture<'static, Reply>, ArgumentError>
+    dyn Fn(CallContext, &mut Arguments<'_>) -> Result<BoxFuture<'static, Reply>, ArgumentError>
         + Send
         + Sync,
 >;
@@ -88,7 +90,7 @@ type UnaryFn = Arc<
 type StreamFn = Arc<
     dyn Fn(
             CallContext,
-            &[RawValue],
+            &mut Arguments<'_>,
         )
             -> Result<BoxFuture<'static, Result<BoxStream<'static, Reply>, HubError>>, ArgumentError>
         + Send
@@ -127,7 +129,21 @@ pub struct HubOptions {
     /// stream invocation beyond this is answered with an error Completion.
     /// Default: 32.
     pub max_streams_per_connection: usize,
+    /// How many client-to-server streams ([`UploadStream`] arguments) one
+    /// connection may have open at once; an invocation that would open
+    /// more is answered with an error Completion. Default: 32.
+    pub max_upload_streams_per_connection: usize,
+    /// How many items of one upload stream may wait for its method to take
+    /// them; a client that sends more waits. Default: 10, as ASP.NET Core's
+    /// `StreamBufferCapacity`.
+    pub stream_buffer_capacity: usize,
 }
+
+/// The default of [`HubOptions::max_upload_streams_per_connection`].
+pub const DEFAULT_MAX_UPLOAD_STREAMS_PER_CONNECTION: usize = 32;
+
+/// The default of [`HubOptions::stream_buffer_capacity`].
+pub const DEFAULT_STREAM_BUFFER_CAPACITY: usize = 10;
 
 /// The default of [`HubOptions::max_queued_invocations`].
 pub const DEFAULT_MAX_QUEUED_INVOCATIONS: usize = 32;
@@ -143,6 +159,8 @@ impl Default for HubOptions {
             max_parallel_invocations: 1,
             max_queued_invocations: DEFAULT_MAX_QUEUED_INVOCATIONS,
             max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
+            max_upload_streams_per_connection: DEFAULT_MAX_UPLOAD_STREAMS_PER_CONNECTION,
+            stream_buffer_capacity: DEFAULT_STREAM_BUFFER_CAPACITY,
         }
     }
 }
@@ -158,6 +176,10 @@ pub struct HubStats {
     /// Completions from clients that were refused (unknown invocation id,
     /// or an invocation of another connection).
     pub refused_completions: u64,
+    /// Stream items from clients that were dropped: their stream id names
+    /// no open upload stream (never opened, already completed, or its
+    /// method has returned).
+    pub dropped_stream_items: u64,
 }
 
 /// The counters behind [`HubStats`].
@@ -165,6 +187,7 @@ pub struct HubStats {
 struct HubCounters {
     panics: AtomicU64,
     refused_completions: AtomicU64,
+    dropped_stream_items: AtomicU64,
 }
 
 /// A hub: named methods that clients invoke, over a lifetime manager.
@@ -255,6 +278,7 @@ impl Hub {
         HubStats {
             panics: c.panics.load(Ordering::Relaxed),
             refused_completions: c.refused_completions.load(Ordering::Relaxed),
+            dropped_stream_items: c.dropped_stream_items.load(Ordering::Relaxed),
         }
     }
 }
@@ -278,8 +302,9 @@ impl fmt::Debug for HubBuilder {
 
 impl HubBuilder {
     /// Registers a method. `handler` receives the call context and the
-    /// arguments as a tuple of `Deserialize` types (see [`FromArguments`]),
-    /// and returns a value (`()` for none) or a [`HubError`] for the caller.
+    /// arguments as a tuple of `Deserialize` types and [`UploadStream`]s
+    /// (see [`FromArguments`]), and returns a value (`()` for none) or a
+    /// [`HubError`] for the caller.
     ///
     /// A later registration under the same name replaces the earlier one.
     pub fn method<A, R, F, Fut>(mut self, name: impl Into<String>, handler: F) -> Self
@@ -290,7 +315,7 @@ impl HubBuilder {
         Fut: Future<Output = Result<R, HubError>> + Send + 'static,
     {
         let is_void = TypeId::of::<R>() == TypeId::of::<()>();
-        let unary: UnaryFn = Arc::new(move |ctx: CallContext, raw: &[RawValue]| {
+        let unary: UnaryFn = Arc::new(move |ctx: CallContext, raw: &mut Arguments<'_>| {
             let arguments = A::from_arguments(raw)?;
             let protocol = ctx.connection().protocol();
             let future = handler(ctx, arguments);
@@ -320,7 +345,7 @@ impl HubBuilder {
         Fut: Future<Output = Result<S, HubError>> + Send + 'static,
         S: Stream<Item = Result<T, HubError>> + Send + 'static,
     {
-        let streaming: StreamFn = Arc::new(move |ctx: CallContext, raw: &[RawValue]| {
+        let streaming: StreamFn = Arc::new(move |ctx: CallContext, raw: &mut Arguments<'_>| {
             let arguments = A::from_arguments(raw)?;
             let protocol = ctx.connection().protocol();
             let future = handler(ctx, arguments);
@@ -395,6 +420,20 @@ impl HubBuilder {
     /// Sets how many streams one connection may run at once (at least 1).
     pub fn max_streams_per_connection(mut self, n: usize) -> Self {
         self.options.max_streams_per_connection = n.max(1);
+        self
+    }
+
+    /// Sets how many upload streams one connection may have open at once
+    /// (at least 1).
+    pub fn max_upload_streams_per_connection(mut self, n: usize) -> Self {
+        self.options.max_upload_streams_per_connection = n.max(1);
+        self
+    }
+
+    /// Sets how many items of one upload stream may wait for its method
+    /// (at least 1).
+    pub fn stream_buffer_capacity(mut self, n: usize) -> Self {
+        self.options.stream_buffer_capacity = n.max(1);
         self
     }
 

@@ -13,7 +13,8 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{ArgumentError, CallContext, Hub, HubError, Method, Reply};
+use super::upload::Uploads;
+use super::{ArgumentError, Arguments, CallContext, Hub, HubError, Method, Reply};
 use crate::connection::{Connection, Delivery};
 use crate::error::Result;
 use crate::protocol::{Completion, HubMessage, Invocation, Outcome, Protocol, RawValue};
@@ -41,6 +42,14 @@ use crate::protocol::{Completion, HubMessage, Invocation, Outcome, Protocol, Raw
 ///   at a time (more are refused with an error Completion), and stops when
 ///   the client cancels it or disconnects. Its items wait for the client to
 ///   keep up (see [`Connection::send_frame_waiting`]).
+/// - An invocation with `streamIds` opens one [`UploadStream`](super::UploadStream)
+///   per id when it arrives (even while it waits for a slot); the client's
+///   StreamItems go to it in order, through a buffer of
+///   [`stream_buffer_capacity`](super::HubOptions::stream_buffer_capacity)
+///   items, and [`HubSession::handle`] waits while that buffer is full. A
+///   Completion with a stream's id ends that stream. Items and Completions
+///   for no open stream are dropped and counted (a Completion then counts
+///   as a refused client result).
 /// - A method, stream or hook that panics is answered with the error
 ///   Completion "An unexpected error occurred invoking '…' on the server.",
 ///   its invocation id is freed, the panic is logged and counted in
@@ -70,6 +79,8 @@ struct SessionState {
     /// Cancelled when the session closes: streams stop, unary methods see
     /// their token fire, queued invocations are dropped unstarted.
     closed: CancellationToken,
+    /// The client-to-server streams open now.
+    uploads: Uploads,
 }
 
 /// The invocation slots of one connection.
@@ -157,6 +168,10 @@ impl Hub {
                 room: Notify::new(),
                 streams: AtomicUsize::new(0),
                 closed: CancellationToken::new(),
+                uploads: Uploads::new(
+                    options.max_upload_streams_per_connection,
+                    options.stream_buffer_capacity,
+                ),
             }),
             connection,
         };
@@ -240,8 +255,13 @@ impl HubSession {
                     token.cancel();
                 }
             }
-            HubMessage::StreamItem { invocation_id, .. } => {
-                tracing::debug!(connection_id = %self.connection.id(), %invocation_id, "ignoring a stream item: client-to-server streams are not supported");
+            HubMessage::StreamItem {
+                invocation_id,
+                item,
+            } => {
+                if !self.state.uploads.item(&invocation_id, item).await {
+                    self.drop_stream_item(&invocation_id);
+                }
             }
             HubMessage::Ping | HubMessage::Close { .. } => {}
             // A kind this version does not serve (the hub protocol may
@@ -258,6 +278,7 @@ impl HubSession {
     /// hook with `error`.
     pub async fn close(self, error: Option<String>) {
         self.state.closed.cancel();
+        self.state.uploads.close_all();
         let unstarted = std::mem::take(&mut self.state.slots.lock().queue);
         // Dropped outside the lock: the futures may hold anything.
         drop(unstarted);
@@ -354,9 +375,6 @@ impl HubSession {
             stream_ids,
         } = invocation;
         let id = invocation_id.as_deref();
-        if !stream_ids.is_empty() {
-            return self.reply_error(id, "Client-to-server streaming is not supported.");
-        }
         let method = match self.hub.inner.methods.get(&target) {
             None => return self.reply_error(id, &format!("Unknown hub method '{target}'")),
             Some(Method::Stream(_)) => {
@@ -370,8 +388,12 @@ impl HubSession {
         let Some((token, tracked)) = self.track(id) else {
             return;
         };
-        let ctx = self.call_context(token);
-        let future = match self.bind(&target, || method(ctx, &arguments)) {
+        let ctx = self.call_context(token.clone());
+        let future = match self.bind(&target, || {
+            let mut arguments =
+                Arguments::new(&arguments, &stream_ids, Some(&self.state.uploads), &token);
+            method(ctx, &mut arguments)
+        }) {
             Ok(future) => future,
             Err(error) => return self.reply_error(id, &error),
         };
@@ -430,9 +452,6 @@ impl HubSession {
         } = invocation;
         // The parser guarantees an id on stream invocations; be defensive.
         let Some(id) = invocation_id else { return };
-        if !stream_ids.is_empty() {
-            return self.reply_error(Some(&id), "Client-to-server streaming is not supported.");
-        }
         let method = match self.hub.inner.methods.get(&target) {
             None => return self.reply_error(Some(&id), &format!("Unknown hub method '{target}'")),
             Some(Method::Unary(_)) => {
@@ -456,7 +475,11 @@ impl HubSession {
         }
         let slot = StreamSlot(self.state.clone());
         let ctx = self.call_context(token.clone());
-        let future = match self.bind(&target, || method(ctx, &arguments)) {
+        let future = match self.bind(&target, || {
+            let mut arguments =
+                Arguments::new(&arguments, &stream_ids, Some(&self.state.uploads), &token);
+            method(ctx, &mut arguments)
+        }) {
             Ok(future) => future,
             Err(error) => return self.reply_error(Some(&id), &error),
         };
@@ -486,7 +509,31 @@ impl HubSession {
         });
     }
 
+    /// Counts and logs a stream item for no open upload stream.
+    fn drop_stream_item(&self, stream_id: &str) {
+        let (dropped, warn) = count_sampled(&self.hub.inner.counters.dropped_stream_items);
+        if warn {
+            tracing::warn!(connection_id = %self.connection.id(), stream_id, dropped, "stream item for no open upload stream dropped (warned once per 1024)");
+        } else {
+            tracing::debug!(connection_id = %self.connection.id(), stream_id, "stream item for no open upload stream dropped");
+        }
+    }
+
     async fn complete(&self, completion: Completion) {
+        // The end of one of the client's upload streams, or else the
+        // answer to a client-result call.
+        let error = match &completion.outcome {
+            Outcome::Error(error) => Some(error.clone()),
+            Outcome::Void | Outcome::Value(_) => None,
+        };
+        if self
+            .state
+            .uploads
+            .complete(&completion.invocation_id, error)
+            .await
+        {
+            return;
+        }
         let invocation_id = completion.invocation_id.clone();
         if let Err(e) = self
             .hub
@@ -494,22 +541,22 @@ impl HubSession {
             .set_connection_result(self.connection.id(), completion)
             .await
         {
-            // A client can send any number of bogus Completions: warn once
-            // per 1024, keep the rest at debug.
-            let refused = self
-                .hub
-                .inner
-                .counters
-                .refused_completions
-                .fetch_add(1, Ordering::Relaxed)
-                + 1;
-            if refused % 1024 == 1 {
+            let (refused, warn) = count_sampled(&self.hub.inner.counters.refused_completions);
+            if warn {
                 tracing::warn!(connection_id = %self.connection.id(), %invocation_id, error = %e, refused, "completion refused (warned once per 1024)");
             } else {
                 tracing::debug!(connection_id = %self.connection.id(), %invocation_id, error = %e, "completion refused");
             }
         }
     }
+}
+
+/// Counts one more bad message from a client; returns the new count and
+/// whether to warn about it. A client can send any number of them: the
+/// first of every 1024 is a warning, the rest stay at debug.
+fn count_sampled(counter: &std::sync::atomic::AtomicU64) -> (u64, bool) {
+    let count = counter.fetch_add(1, Ordering::Relaxed) + 1;
+    (count, count % 1024 == 1)
 }
 
 impl Drop for HubSession {
