@@ -69,7 +69,7 @@
 //!
 //! Whatever the transport, one session serves the connection. The client
 //! first sends the handshake (JSON and `0x1E`, whatever the protocol);
-//! `json` and `messagepack` version 1 are accepted (`messagepack` not over
+//! `json` and `messagepack` versions 0 to 2 are accepted (`messagepack` not over
 //! Server-Sent Events, which carry text only), anything else is answered
 //! with an error and the connection is closed. The
 //! connection is then registered with the hub's lifetime manager and runs
@@ -94,6 +94,41 @@
 //! tell clients not to reconnect, timeouts and slow-consumer closes allow
 //! it. A client that closes its socket or sends a Close message leaves
 //! quietly.
+//!
+//! # Stateful reconnect
+//!
+//! A client that negotiates with `useStatefulReconnect=true` (the official
+//! clients' `withStatefulReconnect()`) is answered
+//! `"useStatefulReconnect": true` (unless
+//! [`SignalROptions::stateful_reconnect`] is off; a client that did not ask
+//! never is), and a WebSocket connection whose handshake then asks for hub
+//! protocol version 2 survives a dropped socket:
+//!
+//! - Each side numbers its Invocations, StreamItems, Completions,
+//!   StreamInvocations and CancelInvocations from 1 and acknowledges what
+//!   it received (`Ack`, type 8; the server a quarter of a second after
+//!   what it acknowledges). The server keeps what it sent until the client
+//!   acknowledges it, up to
+//!   [`stateful_reconnect_buffer_size`](SignalROptions::stateful_reconnect_buffer_size)
+//!   bytes; then it sends nothing more until an Ack, and what waits piles
+//!   up in the connection's bounded queue.
+//! - A socket that drops (no close frame; a clean WebSocket close or a
+//!   Close message ends the connection as usual) leaves the connection
+//!   registered, with its groups and user, for the
+//!   [reconnect window](SignalROptions::stateful_reconnect_window).
+//!   Messages sent to it meanwhile wait in its queue.
+//! - The client's next WebSocket with the same `id` (the same user) resumes
+//!   it, without a handshake: the server sends a `Sequence` (type 9) with
+//!   the id of its oldest unacknowledged message, replays from there, and
+//!   drops the client's messages until the client's own `Sequence`, then
+//!   the ones it already had. A new socket also takes over a connection
+//!   whose old socket still seems alive (the old one is closed).
+//! - Past the window the connection ends as any other; its token is then
+//!   unknown (`404`).
+//!
+//! A Sequence or an Ack that does not fit what was sent or received is a
+//! protocol error. Server-Sent Events and long polling are never stateful
+//! (the official clients reconnect only WebSockets).
 //!
 //! # Authentication
 //!

@@ -567,14 +567,14 @@ async fn read_loop<S: ClientStream, K>(
                     {
                         continue;
                     }
+                    // Only the connection's end interrupts the hand-over
+                    // (an upload stream's item may wait for room): a
+                    // message numbered for stateful reconnect is handled
+                    // whole, or the connection is gone. A lost or replaced
+                    // transport is seen right after.
                     tokio::select! {
                         () = session.handle(other) => {}
                         () = connection.closed() => return End::ServerClose,
-                        () = state.lost.cancelled() => return lost_by_writer(),
-                        transport = next_transport(&mut reattach) => {
-                            *replaced = Some(transport);
-                            return End::Replaced;
-                        }
                     }
                 }
             }
