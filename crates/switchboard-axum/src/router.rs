@@ -196,7 +196,10 @@ async fn negotiate(State(shared): State<Arc<Shared>>, request: Request) -> Respo
             }
         },
     };
-    let stateful = shared.options.stateful_reconnect
+    // Not with version 0: its token is the public connection id, and a
+    // stateful connection can be taken over by whoever presents it.
+    let stateful = version >= 1
+        && shared.options.stateful_reconnect
         && param(&params, "useStatefulReconnect").is_some_and(|v| v.eq_ignore_ascii_case("true"));
     let connection_id = ConnectionId::random();
     // Version 1 separates the secret token (used on the socket) from the
@@ -393,13 +396,13 @@ async fn connect_websocket(
         }
         Some(token) => match shared.resumable.find(token, user.as_deref()) {
             // The client of a stateful connection, back with a new socket.
-            Found::Connection(transports) => {
+            Found::Connection(handoff) => {
                 let upgrade = configure(&shared.options, upgrade);
                 return upgrade
                     .on_failed_upgrade(|error| {
                         tracing::debug!(%error, "WebSocket upgrade of a reconnect failed");
                     })
-                    .on_upgrade(move |websocket| websocket::reattach(transports, websocket));
+                    .on_upgrade(move |websocket| websocket::reattach(handoff, websocket));
             }
             Found::OtherUser => {
                 tracing::debug!("reconnect refused: connection token of another user");

@@ -18,12 +18,11 @@ use switchboard_core::protocol::{
 use switchboard_core::{
     Connection, ConnectionId, ConnectionOptions, ConnectionReceiver, HubSession,
 };
-use tokio::sync::mpsc;
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::router::Shared;
-use crate::stateful::{Inbound, Replay};
+use crate::stateful::{Handoff, Inbound, Replay};
 use crate::tokens::LiveGuard;
 
 /// The error sent when a client has been silent for the client timeout.
@@ -175,7 +174,7 @@ pub(crate) async fn run<S: ClientStream, K: ClientSink>(
     shared: Arc<Shared>,
     transport: Transport<S, K>,
     accepted: Accepted,
-    reattach: Option<mpsc::Receiver<Transport<S, K>>>,
+    reattach: Option<Arc<Handoff<Transport<S, K>>>>,
 ) {
     let Accepted {
         connection_id,
@@ -194,7 +193,17 @@ pub(crate) async fn run<S: ClientStream, K: ClientSink>(
     else {
         return;
     };
-    let mut reattach = reattach.filter(|_| stateful && version >= STATEFUL_RECONNECT_VERSION);
+    let reattach = match reattach {
+        Some(handoff) if stateful && version >= STATEFUL_RECONNECT_VERSION => Some(handoff),
+        // Not stateful after all: a socket presenting the token is refused.
+        Some(handoff) => {
+            if let Some(mut late) = handoff.close() {
+                late.sink.finish().await;
+            }
+            None
+        }
+        None => None,
+    };
 
     let mut connection_options = ConnectionOptions::new(protocol)
         .queue_capacity(options.queue_capacity)
@@ -262,7 +271,7 @@ pub(crate) async fn run<S: ClientStream, K: ClientSink>(
                 stream,
                 buf,
                 &session,
-                reattach.as_mut(),
+                reattach.as_deref(),
                 &mut replaced,
             )
             .await;
@@ -298,19 +307,16 @@ pub(crate) async fn run<S: ClientStream, K: ClientSink>(
                 replaced
             }
             End::Transport { reason, lost: true } if !connection.is_closed() => {
-                match reattach.as_mut() {
+                match reattach.as_deref() {
                     None => break End::Transport { reason, lost: true },
-                    Some(transports) => {
+                    Some(handoff) => {
                         let window = options.stateful_reconnect_window;
                         tracing::debug!(%connection_id, %reason, ?window, "the transport dropped; waiting for the client to reconnect");
                         tokio::select! {
-                            next = transports.recv() => next,
+                            next = handoff.take() => Some(next),
                             () = connection.closed() => break End::ServerClose,
                             () = tokio::time::sleep(window) => break End::Error {
-                                reason: format!(
-                                    "The client did not reconnect within {} ms.",
-                                    window.as_millis()
-                                ),
+                                reason: not_back_in(window),
                                 allow_reconnect: true,
                             },
                         }
@@ -330,6 +336,10 @@ pub(crate) async fn run<S: ClientStream, K: ClientSink>(
         }
     };
 
+    // No transport is taken from now on.
+    if let Some(mut late) = reattach.as_deref().and_then(Handoff::close) {
+        late.sink.finish().await;
+    }
     let error = match end {
         End::Quiet | End::Replaced => {
             tracing::debug!(%connection_id, "the client went away");
@@ -509,16 +519,19 @@ fn protocol_error(e: &dyn std::fmt::Display) -> End {
 
 /// Waits for a transport that replaces the current one; never completes
 /// without `reattach`.
-async fn next_transport<S, K>(
-    reattach: &mut Option<&mut mpsc::Receiver<Transport<S, K>>>,
-) -> Transport<S, K> {
+async fn next_transport<S, K>(reattach: Option<&Handoff<Transport<S, K>>>) -> Transport<S, K> {
     match reattach {
-        Some(transports) => match transports.recv().await {
-            Some(transport) => transport,
-            None => std::future::pending().await,
-        },
+        Some(handoff) => handoff.take().await,
         None => std::future::pending().await,
     }
+}
+
+/// Why a stateful connection ended when its client did not come back.
+fn not_back_in(window: Duration) -> String {
+    format!(
+        "The client did not reconnect within {} ms.",
+        window.as_millis()
+    )
 }
 
 /// Parses everything the client sends and hands it to the session.
@@ -528,7 +541,7 @@ async fn read_loop<S: ClientStream, K>(
     mut stream: S,
     mut buf: BytesMut,
     session: &HubSession,
-    mut reattach: Option<&mut mpsc::Receiver<Transport<S, K>>>,
+    reattach: Option<&Handoff<Transport<S, K>>>,
     replaced: &mut Option<Transport<S, K>>,
 ) -> End {
     let options = &shared.options;
@@ -570,11 +583,28 @@ async fn read_loop<S: ClientStream, K>(
                     // Only the connection's end interrupts the hand-over
                     // (an upload stream's item may wait for room): a
                     // message numbered for stateful reconnect is handled
-                    // whole, or the connection is gone. A lost or replaced
-                    // transport is seen right after.
+                    // whole, or the connection is gone. A replaced
+                    // transport is seen right after; a lost one bounds the
+                    // wait by the reconnect window, as if the client were
+                    // away.
+                    let handled = session.handle(other);
+                    let mut handled = std::pin::pin!(handled);
                     tokio::select! {
-                        () = session.handle(other) => {}
+                        () = &mut handled => {}
                         () = connection.closed() => return End::ServerClose,
+                        () = state.lost.cancelled() => {
+                            let window = options.stateful_reconnect_window;
+                            tokio::select! {
+                                () = handled => return lost_by_writer(),
+                                () = connection.closed() => return End::ServerClose,
+                                () = tokio::time::sleep(window) => {
+                                    return End::Error {
+                                        reason: not_back_in(window),
+                                        allow_reconnect: true,
+                                    };
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -585,7 +615,7 @@ async fn read_loop<S: ClientStream, K>(
         let next = tokio::select! {
             () = connection.closed() => return End::ServerClose,
             () = state.lost.cancelled() => return lost_by_writer(),
-            transport = next_transport(&mut reattach) => {
+            transport = next_transport(reattach) => {
                 *replaced = Some(transport);
                 return End::Replaced;
             }

@@ -12,10 +12,11 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 /// What the reader should do with a message from the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +67,8 @@ pub(crate) enum SequenceError {
     AckBeyondSent { acked: u64, sent: u64 },
     #[error("Sequence ID {sequence} is greater than the {received} messages received")]
     SequenceBeyondReceived { sequence: u64, received: u64 },
+    #[error("Sequence ID 0 is invalid: sequence ids start at 1")]
+    SequenceZero,
 }
 
 impl fmt::Debug for Replay {
@@ -182,11 +185,14 @@ impl Replay {
 
     /// The client's Sequence: its next trackable message has `sequence_id`.
     pub(crate) fn sequence(&self, sequence_id: u64) -> Result<(), SequenceError> {
+        if sequence_id == 0 {
+            return Err(SequenceError::SequenceZero);
+        }
         let mut state = self.state.lock();
         if sequence_id > state.next_inbound {
             return Err(SequenceError::SequenceBeyondReceived {
                 sequence: sequence_id,
-                received: state.next_inbound - 1,
+                received: state.next_inbound.saturating_sub(1),
             });
         }
         state.next_inbound = sequence_id;
@@ -212,19 +218,87 @@ impl Replay {
     }
 }
 
-/// A client's new transport for its stateful connection.
-pub(crate) type Reattach<T> = mpsc::Sender<T>;
+/// Where a client's new transport reaches its stateful connection: one
+/// slot, so that a newer transport replaces one not yet taken (the client
+/// has given up on that one), and closed for good when the connection ends.
+pub(crate) struct Handoff<T> {
+    slot: Mutex<Slot<T>>,
+    arrived: Notify,
+}
+
+struct Slot<T> {
+    waiting: Option<T>,
+    closed: bool,
+}
+
+impl<T> fmt::Debug for Handoff<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let slot = self.slot.lock();
+        f.debug_struct("Handoff")
+            .field("waiting", &slot.waiting.is_some())
+            .field("closed", &slot.closed)
+            .finish()
+    }
+}
+
+impl<T> Handoff<T> {
+    pub(crate) fn new() -> Arc<Handoff<T>> {
+        Arc::new(Handoff {
+            slot: Mutex::new(Slot {
+                waiting: None,
+                closed: false,
+            }),
+            arrived: Notify::new(),
+        })
+    }
+
+    /// Hands `transport` over. `Ok` with a transport that was still
+    /// waiting, now replaced (to be closed); `Err` with `transport` itself
+    /// if the connection has ended.
+    pub(crate) fn put(&self, transport: T) -> Result<Option<T>, T> {
+        let mut slot = self.slot.lock();
+        if slot.closed {
+            return Err(transport);
+        }
+        let replaced = slot.waiting.replace(transport);
+        drop(slot);
+        self.arrived.notify_one();
+        Ok(replaced)
+    }
+
+    /// The next transport handed over. Cancel-safe.
+    pub(crate) async fn take(&self) -> T {
+        loop {
+            if let Some(transport) = self.slot.lock().waiting.take() {
+                return transport;
+            }
+            self.arrived.notified().await;
+        }
+    }
+
+    /// Refuses transports from now on; returns one still waiting (to be
+    /// closed).
+    pub(crate) fn close(&self) -> Option<T> {
+        let mut slot = self.slot.lock();
+        slot.closed = true;
+        slot.waiting.take()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.slot.lock().closed
+    }
+}
 
 /// The stateful connections of one endpoint, by connection token: where a
 /// client that reconnects with its token hands over its new transport.
 pub(crate) struct Resumable<T> {
-    map: Mutex<HashMap<String, Slot<T>>>,
+    map: Mutex<HashMap<String, Entry<T>>>,
 }
 
-struct Slot<T> {
+struct Entry<T> {
     /// The user the connection belongs to.
     user: Option<String>,
-    transports: Reattach<T>,
+    handoff: Arc<Handoff<T>>,
 }
 
 /// Tokens are secrets: `Debug` shows how many, never which.
@@ -248,7 +322,7 @@ impl<T> Default for Resumable<T> {
 #[derive(Debug)]
 pub(crate) enum Found<T> {
     /// A stateful connection of that user: hand it the new transport.
-    Connection(Reattach<T>),
+    Connection(Arc<Handoff<T>>),
     /// A stateful connection of another user.
     OtherUser,
     /// No stateful connection has that token.
@@ -261,11 +335,11 @@ impl<T> Resumable<T> {
         &'a self,
         token: &str,
         user: Option<String>,
-        transports: Reattach<T>,
+        handoff: Arc<Handoff<T>>,
     ) -> Registered<'a, T> {
         self.map
             .lock()
-            .insert(token.to_owned(), Slot { user, transports });
+            .insert(token.to_owned(), Entry { user, handoff });
         Registered {
             table: self,
             token: token.to_owned(),
@@ -275,10 +349,8 @@ impl<T> Resumable<T> {
     /// Looks `token` up for a request of `user`.
     pub(crate) fn find(&self, token: &str, user: Option<&str>) -> Found<T> {
         match self.map.lock().get(token) {
-            Some(slot) if slot.user.as_deref() != user => Found::OtherUser,
-            Some(slot) if !slot.transports.is_closed() => {
-                Found::Connection(slot.transports.clone())
-            }
+            Some(entry) if entry.user.as_deref() != user => Found::OtherUser,
+            Some(entry) if !entry.handoff.is_closed() => Found::Connection(entry.handoff.clone()),
             _ => Found::None,
         }
     }
@@ -357,13 +429,25 @@ mod tests {
                 received: 4
             })
         );
+        assert_eq!(replay.sequence(0), Err(SequenceError::SequenceZero));
+    }
+
+    #[tokio::test]
+    async fn a_newer_transport_replaces_one_not_yet_taken_until_the_end() {
+        let handoff = Handoff::new();
+        assert_eq!(handoff.put(1), Ok(None));
+        assert_eq!(handoff.put(2), Ok(Some(1)));
+        assert_eq!(handoff.take().await, 2);
+        assert_eq!(handoff.put(3), Ok(None));
+        assert_eq!(handoff.close(), Some(3));
+        assert_eq!(handoff.put(4), Err(4));
     }
 
     #[test]
     fn a_token_finds_its_connection_for_its_user_only() {
         let table: Resumable<u8> = Resumable::default();
-        let (tx, _rx) = mpsc::channel(1);
-        let guard = table.insert("secret-token", Some("alice".into()), tx);
+        let handoff = Handoff::new();
+        let guard = table.insert("secret-token", Some("alice".into()), handoff.clone());
         assert!(matches!(
             table.find("secret-token", Some("alice")),
             Found::Connection(_)
@@ -374,6 +458,11 @@ mod tests {
         ));
         assert!(matches!(table.find("other", Some("alice")), Found::None));
         assert!(!format!("{table:?}{guard:?}").contains("secret"));
+        handoff.close();
+        assert!(matches!(
+            table.find("secret-token", Some("alice")),
+            Found::None
+        ));
         drop(guard);
         assert!(matches!(
             table.find("secret-token", Some("alice")),

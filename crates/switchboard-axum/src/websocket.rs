@@ -6,11 +6,11 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite;
 
 use crate::router::Shared;
 use crate::session::{self, Accepted, ClientSink, ClientStream, Payload, ReadError, Transport};
+use crate::stateful::Handoff;
 
 /// WebSocket close code 1000: normal closure.
 const NORMAL_CLOSURE: u16 = 1000;
@@ -38,7 +38,8 @@ pub(crate) fn transport(websocket: WebSocket) -> SocketTransport {
 ///
 /// A connection that negotiated stateful reconnect is registered under its
 /// token for as long as it lives, so that the client's next socket with
-/// the token reaches it (see [`reattach`]).
+/// the token reaches it (see [`reattach`]); when it ends, a socket that
+/// arrived too late is closed.
 pub(crate) async fn run(shared: Arc<Shared>, websocket: WebSocket, accepted: Accepted) {
     let token = accepted
         .live
@@ -49,30 +50,36 @@ pub(crate) async fn run(shared: Arc<Shared>, websocket: WebSocket, accepted: Acc
         session::run(shared, transport(websocket), accepted, None).await;
         return;
     };
-    let (transports, reattach) = mpsc::channel(1);
+    let handoff = Handoff::new();
     let registered = shared
         .resumable
-        .insert(&token, accepted.user.clone(), transports);
+        .insert(&token, accepted.user.clone(), handoff.clone());
     session::run(
         shared.clone(),
         transport(websocket),
         accepted,
-        Some(reattach),
+        Some(handoff.clone()),
     )
     .await;
+    if let Some(mut late) = handoff.close() {
+        late.sink.finish().await;
+    }
     drop(registered);
 }
 
 /// Hands a client's new socket to its stateful connection; closes the
-/// socket if the connection ended meanwhile.
-pub(crate) async fn reattach(transports: mpsc::Sender<SocketTransport>, websocket: WebSocket) {
-    if let Err(refused) = transports.try_send(transport(websocket)) {
-        let mut transport = match refused {
-            mpsc::error::TrySendError::Full(t) | mpsc::error::TrySendError::Closed(t) => t,
-        };
-        tracing::debug!("a reconnecting socket found its connection gone or busy");
-        transport.sink.finish().await;
-    }
+/// socket if the connection ended meanwhile, and an older socket that
+/// waited in its place.
+pub(crate) async fn reattach(handoff: Arc<Handoff<SocketTransport>>, websocket: WebSocket) {
+    let mut refused = match handoff.put(transport(websocket)) {
+        Ok(None) => return,
+        Ok(Some(replaced)) => replaced,
+        Err(gone) => {
+            tracing::debug!("a reconnecting socket found its connection gone");
+            gone
+        }
+    };
+    refused.sink.finish().await;
 }
 
 /// Whether a read error means the socket is gone (it may come back, for a

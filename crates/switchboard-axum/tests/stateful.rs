@@ -102,6 +102,10 @@ async fn negotiate_offers_stateful_reconnect_only_when_asked_and_allowed() {
     let plain = server.negotiate("?negotiateVersion=1").await;
     assert!(plain.get("useStatefulReconnect").is_none(), "{plain}");
     negotiate(&server).await;
+    // Version 0 has no secret token (the public id stands in), so no
+    // stateful connection that a stranger could take over.
+    let v0 = server.negotiate("?useStatefulReconnect=true").await;
+    assert!(v0.get("useStatefulReconnect").is_none(), "{v0}");
 
     let off = TestServer::start(SignalROptions::default().stateful_reconnect(false)).await;
     let body = off
@@ -338,6 +342,10 @@ async fn acks_and_sequences_that_break_the_rules_close_the_connection() {
         (
             r#"{"type":9,"sequenceId":7}"#,
             "Sequence ID 7 is greater than the 0 messages received",
+        ),
+        (
+            r#"{"type":9,"sequenceId":0}"#,
+            "Sequence ID 0 is invalid: sequence ids start at 1",
         ),
     ] {
         let (_, token) = negotiate(&server).await;

@@ -171,6 +171,11 @@ impl Connection {
 
     /// Queues one already-framed message for this connection.
     ///
+    /// `frame` must be exactly one Invocation, StreamItem, Completion,
+    /// StreamInvocation or CancelInvocation in the connection's protocol:
+    /// transports number the frames of the queue one by one for stateful
+    /// reconnect (Pings and Close messages are the transport's own).
+    ///
     /// Never waits: a full queue is handled by the slow-consumer policy.
     pub fn send_frame(&self, frame: Bytes) -> Delivery {
         match self.inner.outbound.try_push(frame) {

@@ -1066,6 +1066,24 @@ async fn a_client_that_overruns_the_buffer_waits_and_loses_nothing() {
 }
 
 #[tokio::test]
+async fn uploads_run_beside_each_other_and_beside_a_running_invocation() {
+    // One invocation slot (the default): an upload must not wait behind
+    // another invocation, or its items would stop the reader.
+    let hub = upload_hub(open_gate());
+    let mut client = json_client(&hub).await;
+    client.invoke_streams("1", "Sum", vec![], &["a"]).await;
+    client.invoke_streams("2", "Sum", vec![], &["b"]).await;
+    for n in 1..=50i64 {
+        within(client.item("b", n)).await;
+        within(client.item("a", 2 * n)).await;
+    }
+    client.end_stream("b", None).await;
+    assert_eq!(client.value().await, json!(1275));
+    client.end_stream("a", None).await;
+    assert_eq!(client.value().await, json!(2550));
+}
+
+#[tokio::test]
 async fn cancelling_the_invocation_or_leaving_ends_its_upload_streams() {
     let hub = upload_hub(open_gate());
     let mut client = json_client(&hub).await;

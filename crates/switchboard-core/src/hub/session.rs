@@ -43,7 +43,9 @@ use crate::protocol::{Completion, HubMessage, Invocation, Outcome, Protocol, Raw
 ///   the client cancels it or disconnects. Its items wait for the client to
 ///   keep up (see [`Connection::send_frame_waiting`]).
 /// - An invocation with `streamIds` opens one [`UploadStream`](super::UploadStream)
-///   per id when it arrives (even while it waits for a slot); the client's
+///   per id and starts at once, outside the invocation slots (the
+///   per-connection bound on open upload streams bounds such invocations);
+///   the client's
 ///   StreamItems go to it in order, through a buffer of
 ///   [`stream_buffer_capacity`](super::HubOptions::stream_buffer_capacity)
 ///   items, and [`HubSession::handle`] waits while that buffer is full. A
@@ -397,13 +399,24 @@ impl HubSession {
             Ok(future) => future,
             Err(error) => return self.reply_error(id, &error),
         };
-        self.enqueue(Ready {
+        let ready = Ready {
             target,
             invocation_id,
             future,
             tracked,
-        })
-        .await;
+        };
+        if stream_ids.is_empty() {
+            self.enqueue(ready).await;
+        } else {
+            // An invocation fed by upload streams runs at once, outside the
+            // slots (as in ASP.NET Core; the upload streams bound how many):
+            // queued behind another invocation, its items would fill their
+            // buffers and stop the reader, and with it whatever the running
+            // invocation waits for.
+            let hub = self.hub.clone();
+            let connection = self.connection.clone();
+            tokio::spawn(async move { run_unary(&hub, &connection, ready).await });
+        }
     }
 
     /// Starts `ready` if a slot is free, else queues it; waits only while
