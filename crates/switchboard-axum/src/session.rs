@@ -950,3 +950,45 @@ async fn send_timed<K: ClientSink>(
 async fn finish_timed<K: ClientSink>(sink: &mut K, timeout: Duration) {
     let _ = tokio::time::timeout(timeout, sink.finish()).await;
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    struct Stream;
+    impl ClientStream for Stream {
+        async fn next(&mut self) -> Option<Result<Payload, ReadError>> {
+            None
+        }
+    }
+    struct Sink;
+    impl ClientSink for Sink {
+        async fn send(&mut self, _: Bytes, _: bool) -> Result<(), String> {
+            Ok(())
+        }
+        async fn finish(&mut self) {}
+    }
+
+    /// Every idle connection holds its session's future: it is part of the
+    /// per-connection memory (bench B9), so it must not grow unnoticed.
+    #[tokio::test]
+    async fn the_session_future_of_a_connection_stays_within_its_budget() {
+        let hub = switchboard_core::Hub::builder()
+            .build(Arc::new(switchboard_core::InMemoryHubLifetimeManager::new()));
+        let shared = Arc::new(crate::router::Shared::for_tests(hub));
+        let accepted = Accepted {
+            connection_id: ConnectionId::random(),
+            user: None,
+            live: None,
+            stateful: false,
+        };
+        let transport = Transport {
+            stream: Stream,
+            sink: Sink,
+        };
+        let run = run::<Stream, Sink>(shared, transport, accepted, None);
+        let size = std::mem::size_of_val(&run);
+        assert!(size <= 4096, "the session future takes {size} bytes");
+    }
+}

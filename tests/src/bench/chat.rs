@@ -50,6 +50,7 @@ const STALL: Duration = Duration::from_secs(3);
 /// The record separator that ends every JSON hub protocol message.
 const RS: char = '\u{1e}';
 const SCENARIO: &str = "chat: 2 servers, 50 ws clients";
+const NAGLE_SCENARIO: &str = "chat: 2 servers, 50 ws clients, TCP_NODELAY off (axum::serve)";
 
 /// The transport of B's clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,21 +127,48 @@ pub async fn run(settings: &Settings) -> BenchResult<Vec<Row>> {
     let baseline = raw_run(&settings.redis_url, burst, seconds).await?;
     let mut rows = Vec::new();
     for receivers in Receivers::ALL {
-        let switchboard = chat_run(&binary, &settings.redis_url, burst, seconds, receivers).await?;
-        rows.extend(rows_of(receivers, &switchboard, &baseline, burst, seconds));
+        let switchboard =
+            chat_run(&binary, &settings.redis_url, burst, seconds, receivers, &[]).await?;
+        rows.extend(rows_of(
+            receivers.scenario(),
+            receivers,
+            &switchboard,
+            &baseline,
+            burst,
+            seconds,
+        ));
     }
+    // The servers as `axum::serve` runs them: Nagle's algorithm on.
+    let receivers = Receivers::WebSockets;
+    let nagle = chat_run(
+        &binary,
+        &settings.redis_url,
+        burst,
+        seconds,
+        receivers,
+        &["--no-nodelay"],
+    )
+    .await?;
+    rows.extend(rows_of(
+        NAGLE_SCENARIO,
+        receivers,
+        &nagle,
+        &baseline,
+        burst,
+        seconds,
+    ));
     Ok(rows)
 }
 
 /// The rows of one switchboard run against the baseline.
 fn rows_of(
+    scenario: &'static str,
     receivers: Receivers,
     switchboard: &Outcome,
     baseline: &Outcome,
     burst: u64,
     seconds: u32,
 ) -> Vec<Row> {
-    let scenario = receivers.scenario();
     let q = |o: &Outcome, q: f64| quantile(&o.latency, q).map(|v| v as f64);
     let lost = |o: &Outcome| {
         (o.sent * CLIENTS as u64).saturating_sub(o.delivered)
@@ -211,8 +239,10 @@ pub(crate) struct ChatServer {
 }
 
 impl ChatServer {
-    async fn start(binary: &Path, redis_url: &str) -> BenchResult<ChatServer> {
-        ChatServer::spawn(binary, &["--port", "0", "--redis", redis_url]).await
+    async fn start(binary: &Path, redis_url: &str, extra: &[&str]) -> BenchResult<ChatServer> {
+        let mut args = vec!["--port", "0", "--redis", redis_url];
+        args.extend_from_slice(extra);
+        ChatServer::spawn(binary, &args).await
     }
 
     /// Starts `binary` with `args` and waits until it prints
@@ -263,9 +293,11 @@ type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Connects a client (skipping negotiation) and completes the handshake.
+/// Nagle's algorithm is off on the client's side, as browsers and Node's
+/// `ws` have it.
 async fn connect(address: &str) -> BenchResult<Socket> {
-    let (mut socket, _) =
-        tokio_tungstenite::connect_async(format!("ws://{address}{HUB_PATH}")).await?;
+    let url = format!("ws://{address}{HUB_PATH}");
+    let (mut socket, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
     handshake(&mut socket).await?;
     Ok(socket)
 }
@@ -343,9 +375,10 @@ async fn chat_run(
     burst: u64,
     seconds: u32,
     receivers: Receivers,
+    server_args: &[&str],
 ) -> BenchResult<Outcome> {
-    let server_a = ChatServer::start(binary, url).await?;
-    let server_b = ChatServer::start(binary, url).await?;
+    let server_a = ChatServer::start(binary, url, server_args).await?;
+    let server_b = ChatServer::start(binary, url, server_args).await?;
     let shared = Arc::new(Shared::default());
     let mut readers = Vec::new();
     let on_record: http_clients::OnRecord = {

@@ -24,7 +24,7 @@ use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use futures::StreamExt;
 use serde::Serialize;
-use switchboard_axum::{AuthRejection, SignalROptions, router};
+use switchboard_axum::{AuthRejection, ServeOptions, Server, SignalROptions, router};
 use switchboard_core::{
     CallContext, Hub, HubError, HubLifetimeManager, InMemoryHubLifetimeManager, InvokeOptions,
     UploadStream,
@@ -37,7 +37,7 @@ const USAGE: &str = "\
 switchboard chat demo
 
 Usage: chat [--port N] [--redis URL] [--no-websockets] [--no-sse] [--no-long-polling]
-            [--ws-buffers small|axum] [--reconnect-window-ms N]
+            [--ws-buffers small|axum] [--reconnect-window-ms N] [--no-nodelay]
 
 Options:
   --port N      listen on 127.0.0.1:N (default 5000; 0 picks a free port)
@@ -54,6 +54,8 @@ Options:
   --reconnect-window-ms N
                 how long a stateful-reconnect connection whose socket
                 dropped waits for its client (default 15000)
+  --no-nodelay  leave Nagle's algorithm on for accepted sockets (TCP_NODELAY
+                is set by default), for comparison
   -h, --help    show this help
 
 Logs go to stderr; set RUST_LOG to change the level (default info).";
@@ -78,6 +80,8 @@ struct Args {
     axum_ws_buffers: bool,
     /// `--reconnect-window-ms`: the stateful reconnect window.
     reconnect_window: Option<Duration>,
+    /// Off with `--no-nodelay`.
+    nodelay: bool,
 }
 
 /// Parses the arguments; `Ok(None)` when help was asked for.
@@ -87,6 +91,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
     let (mut websockets, mut server_sent_events, mut long_polling) = (true, true, true);
     let mut axum_ws_buffers = false;
     let mut reconnect_window = None;
+    let mut nodelay = true;
     while let Some(arg) = args.next() {
         let (name, inline) = match arg.split_once('=') {
             Some((name, value)) if name.starts_with("--") => {
@@ -112,6 +117,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
             "--no-websockets" => websockets = false,
             "--no-sse" => server_sent_events = false,
             "--no-long-polling" => long_polling = false,
+            "--no-nodelay" => nodelay = false,
             "--ws-buffers" => {
                 axum_ws_buffers = match value("--ws-buffers")?.as_str() {
                     "small" => false,
@@ -146,6 +152,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
         long_polling,
         axum_ws_buffers,
         reconnect_window,
+        nodelay,
     }))
 }
 
@@ -217,8 +224,9 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let listener = TcpListener::bind(("127.0.0.1", args.port)).await?;
     let addr = listener.local_addr()?;
     println!("switchboard chat listening on http://{addr}");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+    let serve = ServeOptions::default().nodelay(args.nodelay);
+    Server::new(listener, app, serve)
+        .run_until(shutdown_signal())
         .await?;
     tracing::info!("shutting down");
     if let Some(redis) = redis {

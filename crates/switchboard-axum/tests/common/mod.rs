@@ -155,6 +155,31 @@ impl TestServer {
     }
 
     /// Serves with the default options.
+    /// Serves the test hub with `switchboard_axum::Server` and
+    /// `serve_options`; returns the server's counters too.
+    pub async fn serve(
+        options: SignalROptions,
+        serve_options: switchboard_axum::ServeOptions,
+    ) -> (TestServer, switchboard_axum::ServeStatsHandle) {
+        let disconnects = Arc::new(Mutex::new(Vec::new()));
+        let hub = test_hub(disconnects.clone());
+        let app = router("/hub", hub.clone(), options);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = switchboard_axum::Server::new(listener, app, serve_options);
+        let stats = server.stats();
+        let task = tokio::spawn(async move {
+            server.run().await.unwrap();
+        });
+        let server = TestServer {
+            addr,
+            hub,
+            disconnects,
+            task,
+        };
+        (server, stats)
+    }
+
     pub async fn default() -> TestServer {
         TestServer::start(SignalROptions::default()).await
     }
