@@ -7,6 +7,25 @@
 //! timeout (a client that never finishes its request holds a socket
 //! forever) and no cap. [`Server`] runs the same axum [`Router`] over
 //! HTTP/1.1 with ASP.NET Core Kestrel's defaults instead.
+//!
+//! # With a server of your own
+//!
+//! An application that keeps `axum::serve` or its own hyper loop gets the
+//! same behaviour setting by setting:
+//!
+//! - `TCP_NODELAY`: `set_nodelay(true)` on each accepted `TcpStream`; with
+//!   `axum::serve`, `listener.tap_io(|tcp| { let _ = tcp.set_nodelay(true); })`
+//!   (`axum::serve::ListenerExt`).
+//! - The header timeout: hyper's `http1::Builder` with
+//!   `.timer(hyper_util::rt::TokioTimer::new())` and
+//!   `.header_read_timeout(..)`. Without a timer hyper ignores the timeout,
+//!   which is why `axum::serve` has none.
+//! - The caps: a `tokio::sync::Semaphore` permit per accepted socket, kept
+//!   inside the socket's IO type: hyper hands that IO to the WebSocket on
+//!   an upgrade, so the permit lives as long as the connection. Answer 503
+//!   when none is left.
+//! - Accept errors (`EMFILE`, `ENFILE`): pause briefly and accept again;
+//!   never end the accept loop on them.
 
 use std::convert::Infallible;
 use std::fmt;

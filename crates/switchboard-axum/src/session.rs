@@ -19,7 +19,6 @@ use switchboard_core::{
     Connection, ConnectionId, ConnectionOptions, ConnectionReceiver, HubSession,
 };
 use tokio::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
 use crate::router::Shared;
 use crate::stateful::{Handoff, Inbound, Replay};
@@ -244,9 +243,11 @@ pub(crate) async fn run<S: ClientStream, K: ClientSink>(
         session.close(None).await;
         return;
     }
+    // Boxed: only stateful connections have one, and every connection's
+    // future would otherwise carry its room.
     let replay = reattach
         .is_some()
-        .then(|| Replay::new(options.stateful_reconnect_buffer_size));
+        .then(|| Box::new(Replay::new(options.stateful_reconnect_buffer_size)));
     tracing::debug!(%connection_id, %protocol, user = connection.user(), stateful = replay.is_some(), "connected");
 
     let mut transport = Transport { stream, sink };
@@ -257,10 +258,10 @@ pub(crate) async fn run<S: ClientStream, K: ClientSink>(
         let state = SessionState {
             connection: connection.clone(),
             protocol,
-            stop_writer: CancellationToken::new(),
-            lost: CancellationToken::new(),
+            stop_writer: Flag::default(),
+            lost: Flag::default(),
             allow_reconnect: AtomicBool::new(true),
-            replay: replay.as_ref(),
+            replay: replay.as_deref(),
         };
         let mut replaced = None;
         let Transport { stream, sink } = transport;
@@ -276,7 +277,7 @@ pub(crate) async fn run<S: ClientStream, K: ClientSink>(
             )
             .await;
             match &end {
-                End::Quiet | End::ClientClose(_) | End::Replaced => state.stop_writer.cancel(),
+                End::Quiet | End::ClientClose(_) | End::Replaced => state.stop_writer.raise(),
                 End::ServerClose => {}
                 End::Error {
                     reason,
@@ -289,7 +290,7 @@ pub(crate) async fn run<S: ClientStream, K: ClientSink>(
                 }
                 // Kept for the client to come back.
                 End::Transport { lost: true, .. } if state.replay.is_some() => {
-                    state.stop_writer.cancel();
+                    state.stop_writer.raise();
                 }
                 End::Transport { reason, .. } => {
                     state.allow_reconnect.store(false, Ordering::Relaxed);
@@ -369,6 +370,41 @@ pub(crate) async fn run<S: ClientStream, K: ClientSink>(
     drop(live);
 }
 
+/// A one-way signal between the reader and the writer of one transport:
+/// raised once, awaited by the other. It lives inline in the session's
+/// state, where a `CancellationToken` would be one more allocation per
+/// connection.
+#[derive(Debug, Default)]
+struct Flag {
+    raised: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Flag {
+    fn raise(&self) {
+        self.raised.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    fn is_raised(&self) -> bool {
+        self.raised.load(Ordering::Acquire)
+    }
+
+    /// Completes once raised.
+    async fn raised(&self) {
+        loop {
+            let notified = self.notify.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the look, so a raise after it is not missed.
+            notified.as_mut().enable();
+            if self.is_raised() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 /// What the reader and the writer of one transport share.
 #[derive(Debug)]
 struct SessionState<'a> {
@@ -379,10 +415,10 @@ struct SessionState<'a> {
     protocol: Protocol,
     /// Cancelled when the client has gone: the writer stops without
     /// sending anything more.
-    stop_writer: CancellationToken,
+    stop_writer: Flag,
     /// Cancelled by the writer of a stateful connection when a write
     /// fails: the reader ends as for a lost transport.
-    lost: CancellationToken,
+    lost: Flag,
     /// What the Close message tells clients with automatic reconnect:
     /// transient server-side closes allow it, protocol errors do not.
     allow_reconnect: AtomicBool,
@@ -587,12 +623,13 @@ async fn read_loop<S: ClientStream, K>(
                     // transport is seen right after; a lost one bounds the
                     // wait by the reconnect window, as if the client were
                     // away.
-                    let handled = session.handle(other);
-                    let mut handled = std::pin::pin!(handled);
+                    // Boxed: the hand-over's future is large, and would
+                    // otherwise sit in every idle connection's reader.
+                    let mut handled = Box::pin(session.handle(other));
                     tokio::select! {
                         () = &mut handled => {}
                         () = connection.closed() => return End::ServerClose,
-                        () = state.lost.cancelled() => {
+                        () = state.lost.raised() => {
                             let window = options.stateful_reconnect_window;
                             tokio::select! {
                                 () = handled => return lost_by_writer(),
@@ -614,7 +651,7 @@ async fn read_loop<S: ClientStream, K>(
         // invocations running), the client is not to blame.
         let next = tokio::select! {
             () = connection.closed() => return End::ServerClose,
-            () = state.lost.cancelled() => return lost_by_writer(),
+            () = state.lost.raised() => return lost_by_writer(),
             transport = next_transport(reattach) => {
                 *replaced = Some(transport);
                 return End::Replaced;
@@ -713,7 +750,8 @@ async fn write_loop<K: ClientSink>(
     let binary = protocol.is_binary();
     let replay = state.replay;
     if let Some((sequence, frames)) = resume
-        && !write_replay(state, &mut sink, sequence, frames, options.client_timeout).await
+        // Boxed: rare, and its future would sit in every writer.
+        && !Box::pin(write_replay(state, &mut sink, sequence, frames, options.client_timeout)).await
     {
         return failed(state);
     }
@@ -728,16 +766,23 @@ async fn write_loop<K: ClientSink>(
         let full = replay.is_some_and(Replay::is_full) && !connection.is_closed();
         let next = tokio::select! {
             biased;
-            () = state.stop_writer.cancelled() => Next::Stop,
+            () = state.stop_writer.raised() => Next::Stop,
             frame = receiver.recv(), if !full => match frame {
                 Some(frame) => Next::Frame(frame),
                 None => Next::Closed,
             },
             () = room(replay), if full => Next::Again,
             () = connection.closed(), if full => Next::Again,
-            () = async { tokio::time::sleep_until(ack_at.unwrap_or_else(Instant::now)).await }, if ack_at.is_some() => Next::Ack,
             () = ack_due(replay), if ack_at.is_none() => Next::AckDue,
-            () = tokio::time::sleep_until(last_sent + options.keep_alive_interval) => Next::KeepAlive,
+            // One timer for both: the pending Ack, else the keep-alive.
+            () = tokio::time::sleep_until(match ack_at {
+                Some(at) => at.min(last_sent + options.keep_alive_interval),
+                None => last_sent + options.keep_alive_interval,
+            }) => match ack_at {
+                Some(at) if at <= Instant::now() => Next::Ack,
+                Some(_) => Next::KeepAlive,
+                None => Next::KeepAlive,
+            },
         };
         let frames = match next {
             Next::Stop => {
@@ -775,38 +820,25 @@ async fn write_loop<K: ClientSink>(
                 let close = protocol.write_close(reason.as_deref(), allow_reconnect);
                 if send_until(state, &mut sink, close, binary, deadline).await {
                     tokio::select! {
-                        () = state.stop_writer.cancelled() => {}
+                        () = state.stop_writer.raised() => {}
                         _ = tokio::time::timeout_at(deadline, sink.finish()) => {}
                     }
                 }
                 return;
             }
         };
+        // The server closing the connection during the write (a client too
+        // slow for the slow-consumer policy has a full socket) cuts the
+        // write to the grace, from the client timeout.
         let sent = match closing {
             Some(deadline) => send_until(state, &mut sink, frames, binary, deadline).await,
             None => {
                 let grace = sink.close_grace();
-                let send = send_until(
-                    state,
-                    &mut sink,
-                    frames,
-                    binary,
-                    Instant::now() + options.client_timeout,
-                );
-                let mut send = std::pin::pin!(send);
-                tokio::select! {
-                    biased;
-                    sent = &mut send => sent,
-                    // The server closed the connection during the write (a
-                    // client too slow for the slow-consumer policy has a
-                    // full socket): the write gets the grace, not the
-                    // client timeout.
-                    () = connection.closed() => {
-                        let deadline = Instant::now() + grace;
-                        closing = Some(deadline);
-                        tokio::time::timeout_at(deadline, send).await.unwrap_or(false)
-                    }
-                }
+                let deadline = Instant::now() + options.client_timeout;
+                let (sent, closed_at) =
+                    send_or_grace(state, &mut sink, frames, binary, deadline, grace).await;
+                closing = closed_at;
+                sent
             }
         };
         if !sent {
@@ -819,11 +851,11 @@ async fn write_loop<K: ClientSink>(
 /// A write failed: a stateful connection loses its transport (the reader
 /// ends and the client may reconnect); any other connection closes.
 fn failed(state: &SessionState<'_>) {
-    if state.stop_writer.is_cancelled() {
+    if state.stop_writer.is_raised() {
         return;
     }
     if state.replay.is_some() && !state.connection.is_closed() {
-        state.lost.cancel();
+        state.lost.raise();
     } else {
         state.connection.close("the connection's transport failed");
     }
@@ -916,20 +948,65 @@ async fn send_until<K: ClientSink>(
     binary: bool,
     deadline: Instant,
 ) -> bool {
+    let never = Duration::MAX;
+    let (sent, _) = send_within(state, sink, frames, binary, deadline, None, never).await;
+    sent
+}
+
+/// [`send_until`], cut to `grace` from the moment the connection closes
+/// during the write; also returns the deadline so set, if it was.
+async fn send_or_grace<K: ClientSink>(
+    state: &SessionState<'_>,
+    sink: &mut K,
+    frames: Bytes,
+    binary: bool,
+    deadline: Instant,
+    grace: Duration,
+) -> (bool, Option<Instant>) {
+    let connection = Some(&state.connection);
+    send_within(state, sink, frames, binary, deadline, connection, grace).await
+}
+
+/// One write with one timer: `deadline`, moved to `grace` from the close
+/// of `watch` if that comes first.
+async fn send_within<K: ClientSink>(
+    state: &SessionState<'_>,
+    sink: &mut K,
+    frames: Bytes,
+    binary: bool,
+    deadline: Instant,
+    mut watch: Option<&Connection>,
+    grace: Duration,
+) -> (bool, Option<Instant>) {
     let connection_id = state.connection.id();
-    tokio::select! {
-        () = state.stop_writer.cancelled() => false,
-        sent = tokio::time::timeout_at(deadline, sink.send(frames, binary)) => match sent {
-            Ok(Ok(())) => true,
-            Ok(Err(e)) => {
-                tracing::debug!(%connection_id, error = %e, "a write to the client failed");
-                false
+    let send = sink.send(frames, binary);
+    let mut send = std::pin::pin!(send);
+    let timer = tokio::time::sleep_until(deadline);
+    let mut timer = std::pin::pin!(timer);
+    let mut closing = None;
+    loop {
+        tokio::select! {
+            biased;
+            () = state.stop_writer.raised() => return (false, closing),
+            sent = &mut send => {
+                if let Err(e) = &sent {
+                    tracing::debug!(%connection_id, error = %e, "a write to the client failed");
+                }
+                return (sent.is_ok(), closing);
             }
-            Err(_) => {
+            () = &mut timer => {
                 tracing::info!(%connection_id, "the client did not accept a write in time");
-                false
+                return (false, closing);
             }
-        },
+            () = async { if let Some(c) = watch { c.closed().await } }, if watch.is_some() => {
+                watch = None;
+                let cut = Instant::now() + grace;
+                closing = Some(cut);
+                if cut < timer.deadline() {
+                    timer.as_mut().reset(cut);
+                }
+            }
+        }
     }
 }
 
@@ -989,6 +1066,6 @@ mod tests {
         };
         let run = run::<Stream, Sink>(shared, transport, accepted, None);
         let size = std::mem::size_of_val(&run);
-        assert!(size <= 4096, "the session future takes {size} bytes");
+        assert!(size <= 3072, "the session future takes {size} bytes");
     }
 }
