@@ -40,20 +40,6 @@ pub(crate) struct Shared {
     pub(crate) resumable: Resumable<SocketTransport>,
 }
 
-#[cfg(test)]
-impl Shared {
-    pub(crate) fn for_tests(hub: Hub) -> Shared {
-        let options = SignalROptions::default();
-        Shared {
-            tokens: Tokens::new(options.token_lifetime, options.max_pending_tokens),
-            http: HttpConnections::default(),
-            resumable: Resumable::default(),
-            hub,
-            options,
-        }
-    }
-}
-
 /// The routes of a SignalR endpoint for `hub` at `path`:
 /// `POST {path}/negotiate`, and `{path}` for every transport (the
 /// WebSocket upgrade, the event stream, polls, POST and DELETE).

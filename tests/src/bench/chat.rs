@@ -31,7 +31,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::http_clients;
 use super::report::{Row, Target, Unit};
 use super::{
-    Arrivals, BenchResult, Chat, PREFIX, Settings, hub_name, now_ns, pace, quantile, raw,
+    Arrivals, BenchResult, Chat, PREFIX, Settings, hub_name, median, now_ns, pace, quantile, raw,
     read_stamp, stamped, windowed,
 };
 
@@ -50,7 +50,8 @@ const STALL: Duration = Duration::from_secs(3);
 /// The record separator that ends every JSON hub protocol message.
 const RS: char = '\u{1e}';
 const SCENARIO: &str = "chat: 2 servers, 50 ws clients";
-const NAGLE_SCENARIO: &str = "chat: 2 servers, 50 ws clients, TCP_NODELAY off (axum::serve)";
+const NODELAY_SCENARIO: &str = "chat: 2 servers, 50 ws clients, TCP_NODELAY on (pairs)";
+const NAGLE_SCENARIO: &str = "chat: 2 servers, 50 ws clients, TCP_NODELAY off (pairs)";
 
 /// The transport of B's clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +117,26 @@ struct Outcome {
     latency_sent: u64,
 }
 
+impl Outcome {
+    /// Several runs as one: every latency sample, the counts summed, the
+    /// median rate.
+    fn merge(runs: Vec<Outcome>) -> Outcome {
+        let rates: Vec<f64> = runs.iter().map(|o| o.deliveries_per_s).collect();
+        let mut merged = Outcome {
+            deliveries_per_s: median(&rates).unwrap_or(0.0),
+            ..Outcome::default()
+        };
+        for run in runs {
+            merged.sent += run.sent;
+            merged.delivered += run.delivered;
+            merged.latency_sent += run.latency_sent;
+            merged.latency.extend(run.latency);
+        }
+        merged.latency.sort_unstable();
+        merged
+    }
+}
+
 /// Runs B6.
 pub async fn run(settings: &Settings) -> BenchResult<Vec<Row>> {
     let binary = match &settings.chat {
@@ -138,25 +159,32 @@ pub async fn run(settings: &Settings) -> BenchResult<Vec<Row>> {
             seconds,
         ));
     }
-    // The servers as `axum::serve` runs them: Nagle's algorithm on.
+    // TCP_NODELAY on (switchboard's `Server`) against off (as
+    // `axum::serve` leaves it), in interleaved pairs: latency on a shared
+    // machine moves from run to run more than the difference.
     let receivers = Receivers::WebSockets;
-    let nagle = chat_run(
-        &binary,
-        &settings.redis_url,
-        burst,
-        seconds,
-        receivers,
-        &["--no-nodelay"],
-    )
-    .await?;
-    rows.extend(rows_of(
-        NAGLE_SCENARIO,
-        receivers,
-        &nagle,
-        &baseline,
-        burst,
-        seconds,
-    ));
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for _ in 0..settings.pick(1, 3) {
+        for (args, runs) in [(&[][..], &mut on), (&["--no-nodelay"][..], &mut off)] {
+            runs.push(
+                chat_run(
+                    &binary,
+                    &settings.redis_url,
+                    burst,
+                    seconds,
+                    receivers,
+                    args,
+                )
+                .await?,
+            );
+        }
+    }
+    for (scenario, runs) in [(NODELAY_SCENARIO, on), (NAGLE_SCENARIO, off)] {
+        let merged = Outcome::merge(runs);
+        rows.extend(rows_of(
+            scenario, receivers, &merged, &baseline, burst, seconds,
+        ));
+    }
     Ok(rows)
 }
 

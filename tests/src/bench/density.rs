@@ -135,14 +135,17 @@ pub async fn run(settings: &Settings) -> BenchResult<Vec<Row>> {
     let old = measure(&chat, &["--port", "0", "--ws-buffers", "axum"], count).await?;
     println!("  B9: bare-ws, switchboard's WebSocket buffers");
     let bare_small = measure(&bare, &["--port", "0", "--ws-buffers", "small"], count).await?;
+    println!("  B9: chat example served by axum::serve");
+    let axum_serve = measure(&chat, &["--port", "0", "--axum-serve"], count).await?;
 
-    let lost = small.lost + bare_axum.lost + old.lost + bare_small.lost;
+    let lost = small.lost + bare_axum.lost + old.lost + bare_small.lost + axum_serve.lost;
     let details = json!({
         "warmup_connections": WARMUP,
         "chat_small_buffers": small.to_json(),
         "chat_axum_buffers": old.to_json(),
         "bare_axum_buffers": bare_axum.to_json(),
         "bare_small_buffers": bare_small.to_json(),
+        "chat_axum_serve": axum_serve.to_json(),
     });
     let lost_note = if lost > 0 {
         format!("; {lost} clients lost during the runs")
@@ -184,6 +187,16 @@ pub async fn run(settings: &Settings) -> BenchResult<Vec<Row>> {
             Target::None,
         )
         .note("baseline = bare-ws --ws-buffers small: switchboard's own share"),
+        Row::new(
+            "B9.5",
+            &format!("{}k idle ws, Server vs axum::serve", count / 1000),
+            "RSS per idle ws connection",
+            Unit::Bytes,
+            Some(small.rss_per()),
+            Some(axum_serve.rss_per()),
+            Target::None,
+        )
+        .note("baseline = the chat example served by plain axum::serve (--axum-serve)"),
         Row::new(
             "B9.3",
             &scenario,

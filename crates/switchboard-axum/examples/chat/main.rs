@@ -38,6 +38,7 @@ switchboard chat demo
 
 Usage: chat [--port N] [--redis URL] [--no-websockets] [--no-sse] [--no-long-polling]
             [--ws-buffers small|axum] [--reconnect-window-ms N] [--no-nodelay]
+            [--axum-serve]
 
 Options:
   --port N      listen on 127.0.0.1:N (default 5000; 0 picks a free port)
@@ -56,6 +57,8 @@ Options:
                 dropped waits for its client (default 15000)
   --no-nodelay  leave Nagle's algorithm on for accepted sockets (TCP_NODELAY
                 is set by default), for comparison
+  --axum-serve  serve with plain axum::serve instead of switchboard's Server
+                (no TCP_NODELAY, no header timeout), for comparison
   -h, --help    show this help
 
 Logs go to stderr; set RUST_LOG to change the level (default info).";
@@ -82,6 +85,8 @@ struct Args {
     reconnect_window: Option<Duration>,
     /// Off with `--no-nodelay`.
     nodelay: bool,
+    /// `--axum-serve`: plain `axum::serve`.
+    axum_serve: bool,
 }
 
 /// Parses the arguments; `Ok(None)` when help was asked for.
@@ -92,6 +97,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
     let mut axum_ws_buffers = false;
     let mut reconnect_window = None;
     let mut nodelay = true;
+    let mut axum_serve = false;
     while let Some(arg) = args.next() {
         let (name, inline) = match arg.split_once('=') {
             Some((name, value)) if name.starts_with("--") => {
@@ -118,6 +124,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
             "--no-sse" => server_sent_events = false,
             "--no-long-polling" => long_polling = false,
             "--no-nodelay" => nodelay = false,
+            "--axum-serve" => axum_serve = true,
             "--ws-buffers" => {
                 axum_ws_buffers = match value("--ws-buffers")?.as_str() {
                     "small" => false,
@@ -153,6 +160,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
         axum_ws_buffers,
         reconnect_window,
         nodelay,
+        axum_serve,
     }))
 }
 
@@ -224,10 +232,16 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let listener = TcpListener::bind(("127.0.0.1", args.port)).await?;
     let addr = listener.local_addr()?;
     println!("switchboard chat listening on http://{addr}");
-    let serve = ServeOptions::default().nodelay(args.nodelay);
-    Server::new(listener, app, serve)
-        .run_until(shutdown_signal())
-        .await?;
+    if args.axum_serve {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
+    } else {
+        let serve = ServeOptions::default().nodelay(args.nodelay);
+        Server::new(listener, app, serve)
+            .run_until(shutdown_signal())
+            .await?;
+    }
     tracing::info!("shutting down");
     if let Some(redis) = redis {
         redis.shutdown().await;
