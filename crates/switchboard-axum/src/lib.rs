@@ -171,6 +171,8 @@
 //!   logged with the connection id (`tracing`, debug or info level).
 
 mod auth;
+mod drain;
+mod flag;
 mod http;
 mod options;
 mod router;
@@ -181,6 +183,7 @@ mod tokens;
 mod websocket;
 
 pub use auth::{AuthRejection, Authenticator};
+pub use drain::{DrainOptions, DrainReport, Endpoint};
 pub use options::SignalROptions;
-pub use router::router;
+pub use router::{endpoint, router};
 pub use serve::{ServeOptions, ServeStats, ServeStatsHandle, Server};

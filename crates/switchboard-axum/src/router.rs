@@ -14,6 +14,7 @@ use axum::routing::{get, post};
 use serde::Serialize;
 use switchboard_core::{ConnectionId, Hub, random_token};
 
+use crate::drain::{Connections, Endpoint};
 use crate::http::{self, HttpConnections, Kind};
 use crate::options::SignalROptions;
 use crate::session::Accepted;
@@ -38,6 +39,8 @@ pub(crate) struct Shared {
     /// WebSocket connections with stateful reconnect, for their client's
     /// next socket.
     pub(crate) resumable: Resumable<SocketTransport>,
+    /// How many connections are open, and the drain.
+    pub(crate) connections: Arc<Connections>,
 }
 
 /// The routes of a SignalR endpoint for `hub` at `path`:
@@ -63,6 +66,28 @@ pub(crate) struct Shared {
 /// # let _ = app;
 /// ```
 pub fn router(path: &str, hub: Hub, options: SignalROptions) -> Router {
+    endpoint(path, hub, options).0
+}
+
+/// [`router`], and the [`Endpoint`] handle that drains its connections
+/// for a graceful shutdown.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use switchboard_axum::{DrainOptions, ServeOptions, Server, SignalROptions, endpoint};
+/// use switchboard_core::{Hub, InMemoryHubLifetimeManager};
+///
+/// # async fn run() -> std::io::Result<()> {
+/// let hub = Hub::builder().build(Arc::new(InMemoryHubLifetimeManager::new()));
+/// let (app, chat) = endpoint("/hubs/chat", hub, SignalROptions::default());
+/// let listener = tokio::net::TcpListener::bind("0.0.0.0:5000").await?;
+/// Server::new(listener, app, ServeOptions::default())
+///     .drain(chat, DrainOptions::default())
+///     .run_until(async { let _ = tokio::signal::ctrl_c().await; })
+///     .await
+/// # }
+/// ```
+pub fn endpoint(path: &str, hub: Hub, options: SignalROptions) -> (Router, Endpoint) {
     let base = path.trim_end_matches('/');
     let base = if base.is_empty() || base.starts_with('/') {
         base.to_owned()
@@ -74,16 +99,27 @@ pub fn router(path: &str, hub: Hub, options: SignalROptions) -> Router {
         tokens: Tokens::new(options.token_lifetime, options.max_pending_tokens),
         http: HttpConnections::default(),
         resumable: Resumable::default(),
+        connections: Arc::default(),
         hub,
         options,
     });
-    Router::new()
+    let endpoint = Endpoint::new(shared.clone());
+    let router = Router::new()
         .route(&format!("{base}/negotiate"), post(negotiate))
         .route(
             socket_route,
             get(connect).connect(connect).post(send).delete(end),
         )
-        .with_state(shared)
+        .with_state(shared);
+    (router, endpoint)
+}
+
+/// The answer to a new negotiation or connection during a drain.
+fn draining() -> Response {
+    plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The server is shutting down.",
+    )
 }
 
 /// The body of a successful negotiate response.
@@ -176,6 +212,9 @@ async fn authenticate(shared: &Shared, parts: &Parts) -> Result<Option<String>, 
 
 /// `POST {path}/negotiate`: hands out a connection id and token.
 async fn negotiate(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    if shared.connections.draining.is_raised() {
+        return draining();
+    }
     let (parts, _body) = request.into_parts();
     let user = match authenticate(&shared, &parts).await {
         Ok(user) => user,
@@ -318,6 +357,9 @@ async fn connect(State(shared): State<Arc<Shared>>, request: Request) -> Respons
             "The transport is not enabled on this endpoint.",
         );
     }
+    if shared.connections.draining.is_raised() {
+        return draining();
+    }
     match claim(&shared, &token, user) {
         Ok(accepted) => http::open(shared, kind, token, accepted),
         Err(refusal) => refusal.into_response(),
@@ -373,6 +415,9 @@ async fn connect_websocket(
             StatusCode::BAD_REQUEST,
             "The transport is not enabled on this endpoint.",
         );
+    }
+    if shared.connections.draining.is_raised() {
+        return draining();
     }
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(upgrade) => upgrade,

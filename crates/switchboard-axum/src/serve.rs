@@ -52,6 +52,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use crate::drain::{DrainOptions, Endpoint};
+
 /// The answer to a connection over [`ServeOptions::max_connections`].
 const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
 content-type: text/plain\r\ncontent-length: 32\r\nconnection: close\r\n\r\n\
@@ -183,6 +185,7 @@ pub struct Server {
     app: Router,
     options: ServeOptions,
     counters: Arc<Counters>,
+    drains: Vec<(Endpoint, DrainOptions)>,
 }
 
 impl fmt::Debug for Server {
@@ -219,7 +222,16 @@ impl Server {
             app,
             options,
             counters: Arc::default(),
+            drains: Vec::new(),
         }
+    }
+
+    /// Drains `endpoint` (see [`Endpoint::drain`]) when the server shuts
+    /// down, after it stops accepting and before
+    /// [`run_until`](Self::run_until) returns.
+    pub fn drain(mut self, endpoint: Endpoint, options: DrainOptions) -> Server {
+        self.drains.push((endpoint, options));
+        self
     }
 
     /// The server's counters (a handle that stays valid while it runs).
@@ -232,16 +244,18 @@ impl Server {
         self.run_until(std::future::pending()).await
     }
 
-    /// Serves until `shutdown` completes; then stops accepting, lets the
-    /// connections that are between HTTP requests close and the requests
-    /// under way finish, and returns. Upgraded connections (WebSockets)
-    /// are not waited for.
+    /// Serves until `shutdown` completes; then stops accepting (the port
+    /// closes), drains the endpoints given to [`drain`](Self::drain) (all
+    /// at once), tells HTTP connections between requests to close, and
+    /// returns. Upgraded connections of endpoints not drained are not
+    /// waited for.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> io::Result<()> {
         let Server {
             listener,
             app,
             options,
             counters,
+            drains,
         } = self;
         let connections = options
             .max_connections
@@ -304,6 +318,14 @@ impl Server {
             };
             tokio::spawn(connection.serve(stream, permit));
         }
+        drop(listener);
+        let reports = futures::future::join_all(
+            drains
+                .iter()
+                .map(|(endpoint, options)| endpoint.drain(options.clone())),
+        )
+        .await;
+        drop(reports);
         stopping.cancel();
         Ok(())
     }

@@ -20,6 +20,8 @@ use switchboard_core::{
 };
 use tokio::time::{Duration, Instant};
 
+use crate::drain::DRAIN_REASON;
+use crate::flag::Flag;
 use crate::router::Shared;
 use crate::stateful::{Handoff, Inbound, Replay};
 use crate::tokens::LiveGuard;
@@ -228,6 +230,8 @@ pub(crate) async fn run<S: ClientStream, K: ClientSink>(
             return;
         }
     };
+    // Counted from here until the session is closed, for a drain.
+    let open = shared.connections.enter();
     let response = write_handshake_response(None);
     if send_timed(
         &mut sink,
@@ -316,6 +320,10 @@ pub(crate) async fn run<S: ClientStream, K: ClientSink>(
                         tokio::select! {
                             next = handoff.take() => Some(next),
                             () = connection.closed() => break End::ServerClose,
+                            () = shared.connections.draining.raised() => {
+                                connection.close(DRAIN_REASON);
+                                break End::ServerClose;
+                            }
                             () = tokio::time::sleep(window) => break End::Error {
                                 reason: not_back_in(window),
                                 allow_reconnect: true,
@@ -367,42 +375,8 @@ pub(crate) async fn run<S: ClientStream, K: ClientSink>(
     // Deliveries from now on are dropped at once rather than queued.
     connection.close("the connection has ended");
     session.close(error).await;
+    drop(open);
     drop(live);
-}
-
-/// A one-way signal between the reader and the writer of one transport:
-/// raised once, awaited by the other. It lives inline in the session's
-/// state, where a `CancellationToken` would be one more allocation per
-/// connection.
-#[derive(Debug, Default)]
-struct Flag {
-    raised: AtomicBool,
-    notify: tokio::sync::Notify,
-}
-
-impl Flag {
-    fn raise(&self) {
-        self.raised.store(true, Ordering::Release);
-        self.notify.notify_waiters();
-    }
-
-    fn is_raised(&self) -> bool {
-        self.raised.load(Ordering::Acquire)
-    }
-
-    /// Completes once raised.
-    async fn raised(&self) {
-        loop {
-            let notified = self.notify.notified();
-            let mut notified = std::pin::pin!(notified);
-            // Registered before the look, so a raise after it is not missed.
-            notified.as_mut().enable();
-            if self.is_raised() {
-                return;
-            }
-            notified.await;
-        }
-    }
 }
 
 /// What the reader and the writer of one transport share.
@@ -648,11 +622,15 @@ async fn read_loop<S: ClientStream, K>(
             }
         }
         input.settle();
+        if shared.connections.draining.is_raised() {
+            return drained(shared, state, session).await;
+        }
         // Only the time spent waiting for the client counts towards the
         // client timeout: while the session holds the reader back (too many
         // invocations running), the client is not to blame.
         let next = tokio::select! {
             () = connection.closed() => return End::ServerClose,
+            () = shared.connections.draining.raised() => return drained(shared, state, session).await,
             () = state.lost.raised() => return lost_by_writer(),
             transport = next_transport(reattach) => {
                 *replaced = Some(transport);
@@ -714,6 +692,19 @@ impl Input {
             self.large = false;
         }
     }
+}
+
+/// The end of a connection in a drain: what its client invoked finishes
+/// (within the drain's grace; the rest is cancelled when the session
+/// closes), then the Close message tells the client to reconnect, to
+/// another server.
+async fn drained(shared: &Shared, state: &SessionState<'_>, session: &HubSession) -> End {
+    let grace = shared.connections.grace();
+    if tokio::time::timeout(grace, session.idle()).await.is_err() {
+        tracing::info!(connection_id = %state.connection.id(), ?grace, "invocations still running after the drain's grace are cancelled");
+    }
+    state.connection.close(DRAIN_REASON);
+    End::ServerClose
 }
 
 /// How the reader ends when the writer of a stateful connection failed.

@@ -35,7 +35,7 @@ export class ChatServer {
       stdio: ['ignore', 'pipe', 'inherit'],
       env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
     });
-    this.exited = new Promise((resolve) => this.process.once('exit', resolve));
+    this.exited = new Promise((resolve) => this.process.once('exit', (code, signal) => resolve(code ?? signal)));
     const lines = createInterface({ input: this.process.stdout });
     this.url = await new Promise((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error('chat server did not start')), TIMEOUT_MS);
@@ -49,6 +49,12 @@ export class ChatServer {
       this.process.once('exit', (code) => reject(new Error(`chat server exited with ${code}`)));
     });
     this.port = Number(new URL(this.url).port);
+  }
+
+  /** Sends SIGTERM (a deploy's stop) and waits for the exit; returns the exit code. */
+  async terminate() {
+    this.process.kill('SIGTERM');
+    return this.exited;
   }
 
   /** Kills the process and waits for it to end. */
@@ -186,12 +192,17 @@ export function twoServers({ before, after }) {
  * connections are accepted but reach the server only at `release()`.
  */
 export class Proxy {
+  /**
+   * `server`: one server, or several: each connection goes to the first
+   * that accepts it (a load balancer in front of a fleet).
+   */
   static async start(server) {
     const proxy = new Proxy();
-    proxy.target = server.port;
+    proxy.targets = (Array.isArray(server) ? server : [server]).map((s) => s.port);
     proxy.pairs = new Set();
     proxy.held = null;
     proxy.server = net.createServer((socket) => {
+      socket.on('error', () => socket.destroy());
       if (proxy.held) {
         proxy.held.push(socket);
       } else {
@@ -204,8 +215,26 @@ export class Proxy {
     return proxy;
   }
 
-  #forward(socket) {
-    const upstream = net.connect(this.target, '127.0.0.1');
+  #forward(socket, index = 0) {
+    const upstream = net.connect(this.targets[index], '127.0.0.1');
+    upstream.once('error', (e) => {
+      if (upstream.connected) {
+        return;
+      }
+      // Not accepting: the next server, if any.
+      if (e.code === 'ECONNREFUSED' && index + 1 < this.targets.length) {
+        this.#forward(socket, index + 1);
+      } else {
+        socket.destroy();
+      }
+    });
+    upstream.once('connect', () => {
+      upstream.connected = true;
+      this.#pipe(socket, upstream);
+    });
+  }
+
+  #pipe(socket, upstream) {
     const pair = { socket, upstream };
     this.pairs.add(pair);
     const end = () => {
@@ -254,6 +283,30 @@ export class Proxy {
     this.cut();
     await new Promise((resolve) => this.server.close(resolve));
   }
+}
+
+/**
+ * The pub/sub channels Redis knows now (on a cluster, the shard channels of
+ * every node), with `redis-cli`.
+ */
+export async function redisChannels() {
+  const url = required('SWITCHBOARD_REDIS_URL');
+  const parsed = new URL(url.replace(/^rediss?(-cluster)?:/, 'http:'));
+  const cluster = url.includes('-cluster');
+  const nodes = [parsed.host, ...parsed.searchParams.getAll('node')];
+  const { execFileSync } = await import('node:child_process');
+  const channels = new Set();
+  for (const node of nodes) {
+    const [host, port] = node.split(':');
+    const command = cluster ? ['PUBSUB', 'SHARDCHANNELS', '*'] : ['PUBSUB', 'CHANNELS', '*'];
+    const out = execFileSync('redis-cli', ['-h', host, '-p', port, ...command], { encoding: 'utf8' });
+    for (const line of out.split('\n')) {
+      if (line.trim()) {
+        channels.add(line.trim());
+      }
+    }
+  }
+  return channels;
 }
 
 /** Waits until `condition()` holds, failing after `timeoutMs`. */

@@ -24,7 +24,9 @@ use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use futures::StreamExt;
 use serde::Serialize;
-use switchboard_axum::{AuthRejection, ServeOptions, Server, SignalROptions, router};
+use switchboard_axum::{
+    AuthRejection, DrainOptions, ServeOptions, Server, SignalROptions, endpoint,
+};
 use switchboard_core::{
     CallContext, Hub, HubError, HubLifetimeManager, InMemoryHubLifetimeManager, InvokeOptions,
     UploadStream,
@@ -223,11 +225,12 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
             .websocket_write_buffer_size(128 * 1024)
             .websocket_max_write_buffer_size(usize::MAX);
     }
+    let (chat_router, chat) = endpoint("/hubs/chat", chat_hub(manager), options);
     let app = Router::new()
         .route("/", get(index))
         .route("/style.css", get(style))
         .route("/app.js", get(script))
-        .merge(router("/hubs/chat", chat_hub(manager), options));
+        .merge(chat_router);
 
     let listener = TcpListener::bind(("127.0.0.1", args.port)).await?;
     let addr = listener.local_addr()?;
@@ -237,8 +240,11 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
             .with_graceful_shutdown(shutdown_signal())
             .await?;
     } else {
+        // On SIGTERM or Ctrl-C: every client is told to reconnect
+        // (elsewhere), then the process stops.
         let serve = ServeOptions::default().nodelay(args.nodelay);
         Server::new(listener, app, serve)
+            .drain(chat, DrainOptions::default())
             .run_until(shutdown_signal())
             .await?;
     }

@@ -73,6 +73,12 @@ fn test_hub(disconnects: Arc<Mutex<Vec<Option<String>>>>) -> Hub {
                 Ok(())
             },
         )
+        // Tells the caller it has started, then sleeps.
+        .method("Nap", |ctx: CallContext, (ms,): (u64,)| async move {
+            ctx.caller().send("napping", (ms,)).await?;
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<_, HubError>(ms)
+        })
         .method("Kick", |ctx: CallContext, (text,): (String,)| async move {
             ctx.caller().send("bye", (text,)).await?;
             ctx.connection().close("kicked");
@@ -178,6 +184,28 @@ impl TestServer {
             task,
         };
         (server, stats)
+    }
+
+    /// Serves the test hub with `options`; returns the endpoint's handle
+    /// too (for a drain).
+    pub async fn with_endpoint(
+        options: SignalROptions,
+    ) -> (TestServer, switchboard_axum::Endpoint) {
+        let disconnects = Arc::new(Mutex::new(Vec::new()));
+        let hub = test_hub(disconnects.clone());
+        let (app, endpoint) = switchboard_axum::endpoint("/hub", hub.clone(), options);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        let server = TestServer {
+            addr,
+            hub,
+            disconnects,
+            task,
+        };
+        (server, endpoint)
     }
 
     pub async fn default() -> TestServer {

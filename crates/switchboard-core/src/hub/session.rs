@@ -238,6 +238,26 @@ impl HubSession {
         &self.hub
     }
 
+    /// Whether no invocation or stream of the connection is running or
+    /// waiting for a slot.
+    pub fn is_idle(&self) -> bool {
+        let slots_free = {
+            let slots = self.state.slots.lock();
+            slots.queue.is_empty()
+                && slots.free >= self.hub.inner.options.max_parallel_invocations.max(1)
+        };
+        slots_free && self.state.running.lock().is_empty()
+    }
+
+    /// Completes once [`is_idle`](Self::is_idle): for a graceful shutdown
+    /// that lets what runs finish (bound it with a timeout). It looks
+    /// every 10 ms.
+    pub async fn idle(&self) {
+        while !self.is_idle() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// Dispatches one message from the client.
     ///
     /// Errors in the client's requests (unknown method, wrong arguments,
