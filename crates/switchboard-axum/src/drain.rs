@@ -30,12 +30,12 @@ pub(crate) struct Connections {
 impl Connections {
     /// Counts a session until the guard drops.
     pub(crate) fn enter(self: &Arc<Self>) -> Open {
-        self.open.fetch_add(1, Ordering::AcqRel);
+        self.open.fetch_add(1, Ordering::SeqCst);
         Open(self.clone())
     }
 
     pub(crate) fn open(&self) -> usize {
-        self.open.load(Ordering::Acquire)
+        self.open.load(Ordering::SeqCst)
     }
 
     /// The grace of the drain under way.
@@ -50,7 +50,7 @@ pub(crate) struct Open(Arc<Connections>);
 
 impl Drop for Open {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::AcqRel);
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
         self.0.left.notify_waiters();
     }
 }
@@ -134,18 +134,19 @@ impl Endpoint {
         tracing::info!(connections = at_start, "draining the endpoint");
         *connections.grace.lock() = options.grace;
         connections.draining.raise();
-        let deadline = started + options.timeout;
-        loop {
-            let left = connections.left.notified();
-            let mut left = std::pin::pin!(left);
-            left.as_mut().enable();
-            if connections.open() == 0 {
-                break;
+        let all_left = async {
+            loop {
+                let left = connections.left.notified();
+                let mut left = std::pin::pin!(left);
+                left.as_mut().enable();
+                if connections.open() == 0 {
+                    return;
+                }
+                left.await;
             }
-            if tokio::time::timeout_at(deadline, left).await.is_err() {
-                break;
-            }
-        }
+        };
+        // `timeout` saturates: any length, however large, is fine.
+        let _ = tokio::time::timeout(options.timeout, all_left).await;
         let report = DrainReport {
             connections: at_start,
             remaining: connections.open(),

@@ -13,12 +13,12 @@ pub(crate) struct Flag {
 
 impl Flag {
     pub(crate) fn raise(&self) {
-        self.raised.store(true, Ordering::Release);
+        self.raised.store(true, Ordering::SeqCst);
         self.notify.notify_waiters();
     }
 
     pub(crate) fn is_raised(&self) -> bool {
-        self.raised.load(Ordering::Acquire)
+        self.raised.load(Ordering::SeqCst)
     }
 
     /// Completes once raised.

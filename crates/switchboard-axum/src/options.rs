@@ -6,6 +6,10 @@ use switchboard_core::{DEFAULT_QUEUE_CAPACITY, SlowConsumerPolicy};
 
 use crate::auth::Authenticator;
 
+/// The longest any timeout or interval is taken to be (a year): longer
+/// ones are cut to it, so that adding one to the clock never overflows.
+const MAX_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Settings of a SignalR endpoint: timeouts, limits and authentication.
 ///
 /// Every setting has a default matching ASP.NET Core SignalR where it has
@@ -118,7 +122,7 @@ impl SignalROptions {
     /// client knows it is alive. Default: 15 s. Keep it well below the
     /// clients' server timeout (30 s in the official clients).
     pub fn keep_alive_interval(mut self, interval: Duration) -> Self {
-        self.keep_alive_interval = interval.max(Duration::from_millis(1));
+        self.keep_alive_interval = interval.clamp(Duration::from_millis(1), MAX_WAIT);
         self
     }
 
@@ -128,14 +132,14 @@ impl SignalROptions {
     /// longest the server waits for the client to accept a write. Default:
     /// 30 s, twice the official clients' keep-alive interval.
     pub fn client_timeout(mut self, timeout: Duration) -> Self {
-        self.client_timeout = timeout.max(Duration::from_millis(1));
+        self.client_timeout = timeout.clamp(Duration::from_millis(1), MAX_WAIT);
         self
     }
 
     /// How long a client has to complete the handshake after the WebSocket
     /// opens. Default: 15 s.
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.handshake_timeout = timeout.max(Duration::from_millis(1));
+        self.handshake_timeout = timeout.clamp(Duration::from_millis(1), MAX_WAIT);
         self
     }
 
@@ -165,7 +169,7 @@ impl SignalROptions {
     /// How long a connection token handed out by negotiate stays valid if
     /// no WebSocket uses it. Default: 60 s.
     pub fn negotiate_token_lifetime(mut self, lifetime: Duration) -> Self {
-        self.token_lifetime = lifetime;
+        self.token_lifetime = lifetime.min(MAX_WAIT);
         self
     }
 
@@ -206,7 +210,7 @@ impl SignalROptions {
     /// (and the client polls again). Default: 90 s, as ASP.NET Core. The
     /// keep-alive Ping ends an idle poll sooner.
     pub fn long_poll_timeout(mut self, timeout: Duration) -> Self {
-        self.long_poll_timeout = timeout.max(Duration::from_millis(1));
+        self.long_poll_timeout = timeout.clamp(Duration::from_millis(1), MAX_WAIT);
         self
     }
 
@@ -286,7 +290,7 @@ impl SignalROptions {
     /// other (the hub's disconnect hook runs, it leaves its groups).
     /// Default: 15 s, as ASP.NET Core's `DisconnectTimeout`.
     pub fn stateful_reconnect_window(mut self, window: Duration) -> Self {
-        self.stateful_reconnect_window = window;
+        self.stateful_reconnect_window = window.min(MAX_WAIT);
         self
     }
 }

@@ -46,10 +46,11 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use parking_lot::Mutex;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::drain::{DrainOptions, Endpoint};
@@ -58,6 +59,9 @@ use crate::drain::{DrainOptions, Endpoint};
 const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
 content-type: text/plain\r\ncontent-length: 32\r\nconnection: close\r\n\r\n\
 The server is at its connections";
+
+/// How long HTTP connections get, at shutdown, to finish what they write.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 
 /// How long a refused connection gets to take the 503.
 const REFUSE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -264,6 +268,7 @@ impl Server {
             .max_upgraded_connections
             .map(|max| Arc::new(Semaphore::new(max)));
         let stopping = CancellationToken::new();
+        let tasks = TaskTracker::new();
         let mut backoff = ACCEPT_BACKOFF.0;
         let mut last_logged: Option<tokio::time::Instant> = None;
         let mut shutdown = std::pin::pin!(shutdown);
@@ -278,9 +283,15 @@ impl Server {
                     accepted
                 }
                 Err(e) => {
-                    // Out of file descriptors, or a connection reset
-                    // before it was taken: pause, then go on.
                     let errors = counters.accept_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                    if !is_out_of_resources(&e) {
+                        // One connection failed (reset before it was
+                        // taken): the next may be fine.
+                        tracing::debug!(error = %e, "accepting a connection failed");
+                        continue;
+                    }
+                    // Out of file descriptors or memory: pause, then try
+                    // again.
                     let now = tokio::time::Instant::now();
                     if last_logged.is_none_or(|at| now - at >= ACCEPT_LOG_INTERVAL) {
                         last_logged = Some(now);
@@ -316,7 +327,7 @@ impl Server {
                 header_read_timeout: options.header_read_timeout,
                 stopping: stopping.clone(),
             };
-            tokio::spawn(connection.serve(stream, permit));
+            tasks.spawn(connection.serve(stream, permit));
         }
         drop(listener);
         let reports = futures::future::join_all(
@@ -326,8 +337,25 @@ impl Server {
         )
         .await;
         drop(reports);
+        // HTTP connections finish what they are writing (the drained
+        // connections' last poll answers and event streams), briefly.
         stopping.cancel();
+        tasks.close();
+        let _ = tokio::time::timeout(SHUTDOWN_WAIT, tasks.wait()).await;
         Ok(())
+    }
+}
+
+/// Whether an accept failed for want of descriptors or memory (pausing
+/// helps), rather than for one connection.
+fn is_out_of_resources(error: &io::Error) -> bool {
+    // EMFILE, ENFILE, ENOBUFS, ENOMEM on Linux; anything unknown counts.
+    match error.raw_os_error() {
+        Some(code) => [24, 23, 105, 12].contains(&code),
+        None => !matches!(
+            error.kind(),
+            io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+        ),
     }
 }
 
@@ -344,7 +372,13 @@ fn prepare(stream: &TcpStream, options: &ServeOptions) {
 async fn refuse(mut stream: TcpStream) {
     let _ = tokio::time::timeout(REFUSE_TIMEOUT, async {
         stream.write_all(OVER_CAPACITY).await?;
-        stream.shutdown().await
+        stream.shutdown().await?;
+        // Read what the client sent until it closes: closing with unread
+        // bytes would reset the connection, and the client might lose the
+        // 503.
+        let mut sink = [0u8; 1024];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, io::Error>(())
     })
     .await;
 }
@@ -408,6 +442,9 @@ impl Connection {
             }
         });
         let mut builder = http1::Builder::new();
+        // hyper adds the timeout to the clock: one too large for that is none.
+        let header_read_timeout = header_read_timeout
+            .filter(|timeout| std::time::Instant::now().checked_add(*timeout).is_some());
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(header_read_timeout)
@@ -433,9 +470,14 @@ struct Held {
     upgrade: Option<OwnedSemaphorePermit>,
 }
 
-/// Whether a request asks to upgrade the connection (a WebSocket).
+/// Whether a request asks to upgrade the connection to a WebSocket.
 fn is_upgrade(request: &Request<Incoming>) -> bool {
-    request.headers().contains_key(header::UPGRADE)
+    request
+        .headers()
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.to_ascii_lowercase().contains("websocket"))
 }
 
 fn unavailable() -> Response<Body> {

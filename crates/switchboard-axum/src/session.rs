@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::{Bytes, BytesMut};
+use futures::future::BoxFuture;
 use switchboard_core::protocol::{
     HubMessage, Protocol, ProtocolError, STATEFUL_RECONNECT_VERSION, is_version_supported,
     parse_handshake, write_handshake_response,
@@ -188,6 +189,12 @@ pub(crate) async fn run<S: ClientStream, K: ClientSink>(
         mut stream,
         mut sink,
     } = transport;
+    // Counted from the start, so that a drain waits for (or sees) every
+    // session its endpoint let in.
+    let open = shared.connections.enter();
+    if shared.connections.draining.is_raised() {
+        return;
+    }
     let mut buf = BytesMut::new();
     let Some((protocol, version)) =
         handshake(&shared, &mut stream, &mut sink, &mut buf, &connection_id).await
@@ -230,8 +237,6 @@ pub(crate) async fn run<S: ClientStream, K: ClientSink>(
             return;
         }
     };
-    // Counted from here until the session is closed, for a drain.
-    let open = shared.connections.enter();
     let response = write_handshake_response(None);
     if send_timed(
         &mut sink,
@@ -431,7 +436,14 @@ async fn handshake<S: ClientStream, K: ClientSink>(
                 return None;
             }
         }
-        match tokio::time::timeout_at(deadline, stream.next()).await {
+        let next = tokio::select! {
+            next = tokio::time::timeout_at(deadline, stream.next()) => next,
+            () = shared.connections.draining.raised() => {
+                tracing::debug!(%connection_id, "the endpoint drains: handshake abandoned");
+                return None;
+            }
+        };
+        match next {
             Err(_) => {
                 tracing::debug!(%connection_id, "handshake timed out");
                 finish_timed(sink, options.client_timeout).await;
@@ -556,7 +568,11 @@ async fn read_loop<S: ClientStream, K>(
 ) -> End {
     let options = &shared.options;
     let connection = &state.connection;
+    let draining = &shared.connections.draining;
     let mut input = Input::new(buf);
+    // Once the endpoint drains: completes when the connection's invocations
+    // are done, or the drain's grace is over. Boxed, and only then made.
+    let mut drain: Option<BoxFuture<'_, ()>> = None;
     loop {
         loop {
             let message = match state
@@ -591,46 +607,70 @@ async fn read_loop<S: ClientStream, K>(
                     {
                         continue;
                     }
+                    // Draining: nothing new starts; answers, stream items
+                    // and cancellations still reach what runs.
+                    if drain.is_some() && refuse_while_draining(state, &other) {
+                        continue;
+                    }
                     // Only the connection's end interrupts the hand-over
                     // (an upload stream's item may wait for room): a
                     // message numbered for stateful reconnect is handled
                     // whole, or the connection is gone. A replaced
                     // transport is seen right after; a lost one bounds the
                     // wait by the reconnect window, as if the client were
-                    // away.
+                    // away, and a drain by its grace.
                     // Boxed: the hand-over's future is large, and would
                     // otherwise sit in every idle connection's reader.
                     let mut handled = Box::pin(session.handle(other));
-                    tokio::select! {
-                        () = &mut handled => {}
+                    let bound = tokio::select! {
+                        () = &mut handled => None,
                         () = connection.closed() => return End::ServerClose,
-                        () = state.lost.raised() => {
-                            let window = options.stateful_reconnect_window;
-                            tokio::select! {
-                                () = handled => return lost_by_writer(),
-                                () = connection.closed() => return End::ServerClose,
-                                () = tokio::time::sleep(window) => {
-                                    return End::Error {
-                                        reason: not_back_in(window),
-                                        allow_reconnect: true,
-                                    };
+                        () = state.lost.raised() => Some((options.stateful_reconnect_window, false)),
+                        () = draining.raised(), if drain.is_none() => {
+                            Some((shared.connections.grace(), true))
+                        }
+                    };
+                    if let Some((bound, drained)) = bound {
+                        tokio::select! {
+                            () = handled => {}
+                            () = connection.closed() => return End::ServerClose,
+                            () = tokio::time::sleep(bound) => {
+                                if drained {
+                                    connection.close(DRAIN_REASON);
+                                    return End::ServerClose;
                                 }
+                                return End::Error {
+                                    reason: not_back_in(bound),
+                                    allow_reconnect: true,
+                                };
                             }
+                        }
+                        if !drained {
+                            return lost_by_writer();
                         }
                     }
                 }
             }
         }
         input.settle();
-        if shared.connections.draining.is_raised() {
-            return drained(shared, state, session).await;
+        if drain.is_none() && draining.is_raised() {
+            drain = Some(until_idle(shared, session));
         }
         // Only the time spent waiting for the client counts towards the
         // client timeout: while the session holds the reader back (too many
         // invocations running), the client is not to blame.
         let next = tokio::select! {
             () = connection.closed() => return End::ServerClose,
-            () = shared.connections.draining.raised() => return drained(shared, state, session).await,
+            () = draining.raised(), if drain.is_none() => {
+                drain = Some(until_idle(shared, session));
+                continue;
+            }
+            Some(()) = futures::future::OptionFuture::from(drain.as_mut()), if drain.is_some() => {
+                // What the client invoked is done (or out of time): it is
+                // told to reconnect, to another server.
+                connection.close(DRAIN_REASON);
+                return End::ServerClose;
+            }
             () = state.lost.raised() => return lost_by_writer(),
             transport = next_transport(reattach) => {
                 *replaced = Some(transport);
@@ -657,6 +697,33 @@ async fn read_loop<S: ClientStream, K>(
             Ok(Some(Ok(payload))) => input.extend(&payload.bytes),
         }
     }
+}
+
+/// Completes when the connection's invocations are done, or after the
+/// drain's grace (what still runs is then cancelled when the session
+/// closes).
+fn until_idle<'a>(shared: &Shared, session: &'a HubSession) -> BoxFuture<'a, ()> {
+    let grace = shared.connections.grace();
+    let connection_id = session.connection().id().clone();
+    Box::pin(async move {
+        if tokio::time::timeout(grace, session.idle()).await.is_err() {
+            tracing::info!(%connection_id, ?grace, "invocations still running after the drain's grace are cancelled");
+        }
+    })
+}
+
+/// During a drain, answers a new Invocation or StreamInvocation with an
+/// error instead of running it; `true` if `message` was one.
+fn refuse_while_draining(state: &SessionState<'_>, message: &HubMessage) -> bool {
+    let invocation = match message {
+        HubMessage::Invocation(invocation) | HubMessage::StreamInvocation(invocation) => invocation,
+        _ => return false,
+    };
+    if let Some(id) = &invocation.invocation_id {
+        let refusal = state.protocol.write_completion_error(id, DRAIN_REASON);
+        let _ = state.connection.send_frame(refusal);
+    }
+    true
 }
 
 /// What the client sent that is not parsed yet.
@@ -692,19 +759,6 @@ impl Input {
             self.large = false;
         }
     }
-}
-
-/// The end of a connection in a drain: what its client invoked finishes
-/// (within the drain's grace; the rest is cancelled when the session
-/// closes), then the Close message tells the client to reconnect, to
-/// another server.
-async fn drained(shared: &Shared, state: &SessionState<'_>, session: &HubSession) -> End {
-    let grace = shared.connections.grace();
-    if tokio::time::timeout(grace, session.idle()).await.is_err() {
-        tracing::info!(connection_id = %state.connection.id(), ?grace, "invocations still running after the drain's grace are cancelled");
-    }
-    state.connection.close(DRAIN_REASON);
-    End::ServerClose
 }
 
 /// How the reader ends when the writer of a stateful connection failed.

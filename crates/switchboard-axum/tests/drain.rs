@@ -77,3 +77,38 @@ async fn a_running_invocation_finishes_within_the_grace_and_a_longer_one_is_cut_
         }
     }
 }
+
+#[tokio::test]
+async fn during_the_grace_the_client_is_still_read_and_new_invocations_are_refused() {
+    let (server, endpoint) = TestServer::with_endpoint(SignalROptions::default()).await;
+    let mut client = server.json_client().await;
+    // A hub method waiting for the client's own answer.
+    let ask = client.invoke("Ask", json!(["ready?"])).await;
+    let question = client.record().await.unwrap();
+    assert_eq!(question["target"], "ask", "{question}");
+    let drain = tokio::spawn({
+        let endpoint = endpoint.clone();
+        // A grace far longer than the test waits: the drain must end
+        // because the method is done, not because the grace ran out.
+        let mut options = drain_options(600_000);
+        options.timeout = Duration::from_secs(1_200);
+        async move { endpoint.drain(options).await }
+    });
+    while !endpoint.is_draining() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Nothing new starts...
+    let refused = client.invoke("Add", json!([1, 2])).await;
+    let completion = client.completion(&refused).await;
+    assert_eq!(completion["error"], "The server is shutting down.");
+    // ...but the answer still reaches the method that waits for it.
+    client
+        .send_json(json!({
+            "type": 3, "invocationId": question["invocationId"], "result": "yes",
+        }))
+        .await;
+    assert_eq!(client.completion(&ask).await["result"], "yes");
+    assert_eq!(client.close_message().await["allowReconnect"], true);
+    let report = tokio::time::timeout(WAIT, drain).await.unwrap().unwrap();
+    assert_eq!(report.remaining, 0);
+}
