@@ -71,9 +71,12 @@ async fn delivery_resumes_after_redis_restart() {
     // Traffic keeps flowing from a background task through the outage,
     // until the test says stop.
     let stop_traffic = tokio_util::sync::CancellationToken::new();
+    // How many of the traffic's sends failed so far.
+    let traffic_failed = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
     let traffic = tokio::spawn({
         let s1 = s1.clone();
         let stop = stop_traffic.clone();
+        let failures = traffic_failed.clone();
         async move {
             let (mut ok, mut failed) = (0u32, 0u32);
             let mut i = 0;
@@ -81,7 +84,10 @@ async fn delivery_resumes_after_redis_restart() {
                 i += 1;
                 match s1.send_all(&message("m", (format!("traffic-{i}"),))).await {
                     Ok(()) => ok += 1,
-                    Err(Error::BackplaneUnavailable { .. }) => failed += 1,
+                    Err(Error::BackplaneUnavailable { .. }) => {
+                        failed += 1;
+                        failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     Err(e) => panic!("unexpected error during the outage: {e}"),
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -119,6 +125,17 @@ async fn delivery_resumes_after_redis_restart() {
     s2.add_to_group(d.id(), "room").await.unwrap();
     let gone = TestClient::connect(&s2).await;
     s2.on_disconnected(gone.id()).await.unwrap();
+
+    // The background traffic has met the outage too (a send of it may have
+    // been under way when Redis died, and waits out its timeout first).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while traffic_failed.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the background traffic never saw the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // --- recovery
     let restarted = Instant::now();

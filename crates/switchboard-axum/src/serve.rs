@@ -250,9 +250,10 @@ impl Server {
 
     /// Serves until `shutdown` completes; then stops accepting (the port
     /// closes), drains the endpoints given to [`drain`](Self::drain) (all
-    /// at once), tells HTTP connections between requests to close, and
-    /// returns. Upgraded connections of endpoints not drained are not
-    /// waited for.
+    /// at once, each bounded by its [`DrainOptions::timeout`]), tells HTTP
+    /// connections between requests to close and gives those under way up
+    /// to 2 s more to finish what they write, and returns. Upgraded
+    /// connections of endpoints not drained are not waited for.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> io::Result<()> {
         let Server {
             listener,
