@@ -64,7 +64,7 @@ impl Default for SignalROptions {
             server_sent_events: true,
             long_polling: true,
             long_poll_timeout: Duration::from_secs(90),
-            websocket_read_buffer_size: 4 * 1024,
+            websocket_read_buffer_size: 2 * 1024,
             websocket_write_buffer_size: 0,
             websocket_max_write_buffer_size: None,
             stateful_reconnect: true,
@@ -219,7 +219,7 @@ impl SignalROptions {
     /// server holding many idle connections it is the largest part of their
     /// cost. A larger message still arrives whole (the buffer grows for it,
     /// up to [`max_message_size`](Self::max_message_size)); a larger buffer
-    /// only means fewer reads for clients that send a lot. Default: 4 KiB;
+    /// only means fewer reads for clients that send a lot. Default: 2 KiB;
     /// axum's and tungstenite's own default is 128 KiB. Values below 64
     /// bytes are raised to 64.
     pub fn websocket_read_buffer_size(mut self, size: usize) -> Self {

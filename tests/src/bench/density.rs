@@ -163,7 +163,7 @@ pub async fn run(settings: &Settings) -> BenchResult<Vec<Row>> {
             Target::AtMost(TARGET_BYTES),
         )
         .note(format!(
-            "server VmRSS growth / N; 4 KiB read buffer, write-through; baseline = bare \
+            "server VmRSS growth / N; 2 KiB read buffer, write-through; baseline = bare \
              axum ws server, axum's 128 KiB buffers{lost_note}"
         ))
         .details(details),

@@ -75,7 +75,7 @@ async fn serve(port: u16, small: bool) -> std::io::Result<()> {
 async fn accept(upgrade: WebSocketUpgrade, small: bool) -> Response {
     let upgrade = if small {
         upgrade
-            .read_buffer_size(4 * 1024)
+            .read_buffer_size(2 * 1024)
             .write_buffer_size(0)
             .max_write_buffer_size(usize::MAX)
     } else {
