@@ -180,8 +180,25 @@ async fn delivery_follows_slots_moved_under_traffic() {
 
     // --- redis-cli --cluster reshard: 2000 slots from one node to another,
     // while traffic flows; then every group delivers again.
+    let group_owners = |cluster: &RedisClusterProcess| -> Vec<usize> {
+        (0..others.len())
+            .map(|i| owner(cluster, &s2.channels().group(&format!("g{i}"))))
+            .collect()
+    };
+    let owners_before = group_owners(&cluster);
     let resharded = Instant::now();
     tokio::task::block_in_place(|| cluster.reshard(0, 1, 2000));
+    let owners_after = group_owners(&cluster);
+    let moved_groups = owners_before
+        .iter()
+        .zip(&owners_after)
+        .filter(|(before, after)| before != after)
+        .count();
+    // The probes below must cover channels whose slot actually moved.
+    assert!(
+        moved_groups > 0,
+        "none of the 50 groups' channels was among the resharded slots"
+    );
     let mut slowest = Duration::ZERO;
     for (i, client) in others.iter_mut().enumerate() {
         let group = format!("g{i}");
@@ -194,7 +211,7 @@ async fn delivery_follows_slots_moved_under_traffic() {
         slowest = slowest.max(back);
     }
     println!(
-        "after resharding 2000 slots: all 50 groups deliver, {:?} after the reshard began (slowest probe {slowest:?})",
+        "after resharding 2000 slots ({moved_groups} of the 50 groups' channels moved): all 50 groups deliver, {:?} after the reshard began (slowest probe {slowest:?})",
         resharded.elapsed()
     );
 
@@ -226,14 +243,26 @@ async fn delivery_resumes_after_a_master_restarts() {
     let room = s2.channels().group("room");
     let victim = owner(&cluster, &room);
     tokio::task::block_in_place(|| cluster.kill(victim));
-    let mut failures = 0;
+    // A group whose channel lives on another, running, master.
+    let elsewhere = (0..)
+        .map(|i| format!("elsewhere-{i}"))
+        .find(|group| owner(&cluster, &s2.channels().group(group)) != victim)
+        .unwrap();
+    let (mut failures, mut failures_elsewhere) = (0, 0);
     let mut worst = Duration::ZERO;
     for _ in 0..5 {
-        let started = Instant::now();
-        let result = s1.send_group("room", &message("m", ("during",))).await;
-        worst = worst.max(started.elapsed());
-        if matches!(result, Err(Error::BackplaneUnavailable { .. })) {
-            failures += 1;
+        for (group, failed) in [
+            ("room", &mut failures),
+            (elsewhere.as_str(), &mut failures_elsewhere),
+        ] {
+            let started = Instant::now();
+            let result = s1.send_group(group, &message("m", ("during",))).await;
+            worst = worst.max(started.elapsed());
+            match result {
+                Ok(()) => {}
+                Err(Error::BackplaneUnavailable { .. }) => *failed += 1,
+                Err(e) => panic!("a send to {group} during the outage: {e}"),
+            }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -245,7 +274,9 @@ async fn delivery_resumes_after_a_master_restarts() {
         failures > 0,
         "sends to a dead master's channel must fail, not vanish"
     );
-    println!("slowest send while the master was down: {worst:?}");
+    println!(
+        "while the master was down: the slowest send took {worst:?}; {failures} of 5 sends to its channel failed, {failures_elsewhere} of 5 to another master's"
+    );
     // Local state keeps working meanwhile.
     let mut late = TestClient::connect_user(&s2_dyn, "bob").await;
     s2.add_to_group(late.id(), "room").await.unwrap();
@@ -290,6 +321,75 @@ async fn delivery_resumes_after_a_master_restarts() {
     let (ok, failed) = sending.await.unwrap();
     println!("traffic through the outage: {ok} sent, {failed} failed");
     assert!(ok > 0 && failed > 0, "{ok} sent, {failed} failed");
+    s1.shutdown().await;
+    s2.shutdown().await;
+}
+
+/// A subscription is confirmed by the master that owns its channel's slot,
+/// not by whichever node answers first: while that master is frozen
+/// (SIGSTOP, shorter than the publish timeout), adding a member to a group
+/// on it does not return; once the master resumes, the add returns with the
+/// subscription in place on that master, and messages from the other
+/// server reach the member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_is_live_on_the_master_that_owns_its_slot() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    init_logging();
+    let cluster = RedisClusterProcess::start();
+    let url = cluster.url();
+    let s1 = server(&url).await;
+    // A subscription that is not confirmed within the publish timeout is
+    // left pending (the add returns, the engine subscribes again when the
+    // backplane answers): the timeout here outlasts the freeze.
+    let s2 = Arc::new(
+        RedisHubLifetimeManager::connect(
+            RedisOptions::new(&url)
+                .hub("cluster-faults")
+                .publish_timeout(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap(),
+    );
+    let s2_dyn: Arc<dyn HubLifetimeManager> = s2.clone();
+
+    let group = "frozen-shard";
+    let channel = s2.channels().group(group);
+    let frozen = owner(&cluster, &channel);
+    let mut member = TestClient::connect(&s2_dyn).await;
+
+    cluster.pause(frozen);
+    let resumed = Arc::new(AtomicBool::new(false));
+    let adding = {
+        let (s2, id, resumed) = (s2.clone(), member.id().clone(), resumed.clone());
+        tokio::spawn(async move {
+            let result = s2.add_to_group(&id, group).await;
+            (result, resumed.load(Ordering::SeqCst))
+        })
+    };
+    // Long enough for an add that did not wait for the owner to be done.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !adding.is_finished(),
+        "the add returned while its master was frozen"
+    );
+    resumed.store(true, Ordering::SeqCst);
+    cluster.resume(frozen);
+
+    let (result, after_resume) = tokio::time::timeout(Duration::from_secs(20), adding)
+        .await
+        .expect("the add returns once the master resumes")
+        .unwrap();
+    result.unwrap();
+    assert!(after_resume, "the add returned before its master resumed");
+    let subscribers = tokio::task::block_in_place(|| shard_subscribers(&cluster, frozen, &channel));
+    assert_eq!(subscribers, 1, "the subscription is in place on the owner");
+    let s1_ref = &s1;
+    member
+        .until_delivered("live", RECOVERY_LIMIT, |marker| async move {
+            s1_ref.send_group(group, &message("m", (marker,))).await
+        })
+        .await;
     s1.shutdown().await;
     s2.shutdown().await;
 }

@@ -4,6 +4,7 @@
 import { spawn } from 'node:child_process';
 import net from 'node:net';
 import { createInterface } from 'node:readline';
+import { Transform } from 'node:stream';
 import * as signalR from '@microsoft/signalr';
 import { MessagePackHubProtocol } from '@microsoft/signalr-protocol-msgpack';
 
@@ -185,22 +186,126 @@ export function twoServers({ before, after }) {
   return servers;
 }
 
+/** The answer of a proxy that refuses a request. */
+const FORBIDDEN = 'HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n';
+
+/** The longest request head a `RequestFilter` buffers. */
+const MAX_HEAD_BYTES = 64 * 1024;
+
+/**
+ * Reads a request head (`METHOD target HTTP/1.1`, then header lines) as
+ * `{ method, header(name) }`; `header` joins repeated headers with commas
+ * and gives '' for a missing one.
+ */
+function parseRequestHead(text) {
+  const [requestLine, ...lines] = text.split('\r\n');
+  const headers = new Map();
+  for (const line of lines) {
+    const colon = line.indexOf(':');
+    if (colon > 0) {
+      const name = line.slice(0, colon).trim().toLowerCase();
+      const value = line.slice(colon + 1).trim();
+      headers.set(name, headers.has(name) ? `${headers.get(name)}, ${value}` : value);
+    }
+  }
+  return {
+    method: requestLine.split(' ')[0],
+    header: (name) => headers.get(name) ?? '',
+  };
+}
+
+/**
+ * The client-to-server bytes of one connection, read as a sequence of
+ * HTTP/1.1 requests. Each request head goes to `refuses(request)`; a refused
+ * request and everything after it is dropped, and `onRefuse()` is called;
+ * the bytes of the others pass unchanged, bodies counted by Content-Length.
+ * After an upgrade (or a chunked body, which no client here sends) the rest
+ * passes without being read.
+ */
+class RequestFilter extends Transform {
+  constructor(refuses, onRefuse) {
+    super();
+    this.refuses = refuses;
+    this.onRefuse = onRefuse;
+    this.head = Buffer.alloc(0);
+    this.bodyLeft = 0;
+    this.raw = false;
+    this.refused = false;
+  }
+
+  _transform(chunk, _encoding, done) {
+    let data = chunk;
+    while (data.length > 0 && !this.refused) {
+      if (this.raw) {
+        this.push(data);
+        break;
+      }
+      if (this.bodyLeft > 0) {
+        const body = data.subarray(0, this.bodyLeft);
+        this.push(body);
+        this.bodyLeft -= body.length;
+        data = data.subarray(body.length);
+        continue;
+      }
+      this.head = Buffer.concat([this.head, data]);
+      const end = this.head.indexOf('\r\n\r\n');
+      if (end < 0) {
+        if (this.head.length > MAX_HEAD_BYTES) {
+          // Not HTTP as this filter knows it: pass it on untouched.
+          this.raw = true;
+          data = this.head;
+          this.head = Buffer.alloc(0);
+          continue;
+        }
+        break;
+      }
+      const head = this.head.subarray(0, end + 4);
+      data = this.head.subarray(end + 4);
+      this.head = Buffer.alloc(0);
+      const request = parseRequestHead(head.toString('latin1'));
+      if (this.refuses(request)) {
+        this.refused = true;
+        this.onRefuse();
+        break;
+      }
+      this.push(head);
+      if (request.header('upgrade') || /chunked/i.test(request.header('transfer-encoding'))) {
+        this.raw = true;
+      } else {
+        this.bodyLeft = Number.parseInt(request.header('content-length'), 10) || 0;
+      }
+    }
+    done();
+  }
+}
+
 /**
  * A TCP proxy in front of a server, standing in for the network between a
  * client and it: `cut()` drops every connection at once, without a
  * WebSocket close frame on either side, and while `hold()` is on, new
  * connections are accepted but reach the server only at `release()`.
+ *
+ * It can also stand in for a proxy that lets only plain HTTP requests
+ * through: with `refuseWebSockets`, a GET asking for a WebSocket upgrade is
+ * answered 403 by the proxy itself, and with `refuseEventStreams`, so is a
+ * GET that accepts `text/event-stream`; every request on a connection is
+ * looked at, and `refusedUpgrades` and `refusedEventStreams` count the
+ * refusals.
  */
 export class Proxy {
   /**
    * `server`: one server, or several: each connection goes to the first
    * that accepts it (a load balancer in front of a fleet).
    */
-  static async start(server) {
+  static async start(server, { refuseWebSockets = false, refuseEventStreams = false } = {}) {
     const proxy = new Proxy();
     proxy.targets = (Array.isArray(server) ? server : [server]).map((s) => s.port);
     proxy.pairs = new Set();
     proxy.held = null;
+    proxy.refuseWebSockets = refuseWebSockets;
+    proxy.refuseEventStreams = refuseEventStreams;
+    proxy.refusedUpgrades = 0;
+    proxy.refusedEventStreams = 0;
     proxy.server = net.createServer((socket) => {
       socket.on('error', () => socket.destroy());
       if (proxy.held) {
@@ -244,8 +349,39 @@ export class Proxy {
     };
     socket.on('error', end).on('close', end);
     upstream.on('error', end).on('close', end);
-    socket.pipe(upstream);
     upstream.pipe(socket);
+    if (!this.refuseWebSockets && !this.refuseEventStreams) {
+      socket.pipe(upstream);
+      return;
+    }
+    const filter = new RequestFilter(
+      (request) => this.#refuses(request),
+      () => {
+        // The server has answered every earlier request (clients here
+        // send one at a time), so the 403 is the next thing the client
+        // reads; the server side goes when the client has closed.
+        upstream.unpipe(socket);
+        socket.unpipe(filter);
+        socket.end(FORBIDDEN);
+      },
+    );
+    socket.pipe(filter).pipe(upstream);
+  }
+
+  /** Whether to answer `request` (a parsed head) with a 403; counts it. */
+  #refuses(request) {
+    if (request.method !== 'GET') {
+      return false;
+    }
+    if (this.refuseWebSockets && /\bwebsocket\b/i.test(request.header('upgrade'))) {
+      this.refusedUpgrades += 1;
+      return true;
+    }
+    if (this.refuseEventStreams && /\btext\/event-stream\b/i.test(request.header('accept'))) {
+      this.refusedEventStreams += 1;
+      return true;
+    }
+    return false;
   }
 
   /** Drops every open connection, both ways, without a close handshake. */

@@ -1,10 +1,12 @@
 // The official @microsoft/signalr client over Server-Sent Events and long
-// polling, against two switchboard chat servers sharing one Redis; and a
-// client that falls back by itself when WebSockets are switched off.
+// polling, against two switchboard chat servers sharing one Redis; a client
+// that takes what negotiate offers when WebSockets (and Server-Sent Events)
+// are switched off; and one that falls back by itself when a proxy in front
+// of the server refuses them.
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ChatServer, signalR, twoServers, unique } from '../lib/harness.mjs';
+import { ChatServer, Proxy, signalR, twoServers, unique } from '../lib/harness.mjs';
 
 const servers = twoServers({ before, after });
 const { connect } = servers;
@@ -108,7 +110,7 @@ for (const [name, transport, protocols] of TRANSPORTS) {
 }
 
 describe('fallback', () => {
-  test('a client falls back to Server-Sent Events, then long polling', async () => {
+  test('a client takes the transport negotiate offers: Server-Sent Events, then long polling', async () => {
     const noWebSockets = await ChatServer.start(0, ['--no-websockets']);
     const noStreams = await ChatServer.start(0, ['--no-websockets', '--no-sse']);
     try {
@@ -125,4 +127,41 @@ describe('fallback', () => {
       await Promise.allSettled([noWebSockets.stop(), noStreams.stop()]);
     }
   });
+
+  // The server offers every transport; a proxy between it and the client
+  // refuses some, and the client has to find that out by trying.
+  const REFUSALS = [
+    ['WebSocket upgrades', { refuseWebSockets: true }, /ServerSentEvents/],
+    ['WebSocket upgrades and event streams', { refuseWebSockets: true, refuseEventStreams: true }, /LongPolling/],
+  ];
+  for (const [refused, refusals, expected] of REFUSALS) {
+    test(`behind a proxy refusing ${refused}, a client falls back by itself`, async () => {
+      const proxy = await Proxy.start(servers.a, refusals);
+      try {
+        const a = await connect(proxy, { user: unique('a'), transport: null });
+        assert.match(transportOf(a), expected);
+        // It got there by being refused, not by being offered less.
+        assert.ok(proxy.refusedUpgrades >= 1, 'the proxy saw no WebSocket upgrade');
+        if (refusals.refuseEventStreams) {
+          assert.ok(proxy.refusedEventStreams >= 1, 'the proxy saw no event stream');
+        } else {
+          assert.equal(proxy.refusedEventStreams, 0);
+        }
+
+        const b = await connect(servers.b, { user: unique('b') });
+        const all = unique('all');
+        await a.invoke('Broadcast', all);
+        await b.receive(all);
+        await a.receive(all);
+        const toA = unique('connection');
+        await b.invoke('SendConnection', a.id, toA);
+        await a.receive(toA);
+        const question = unique('question');
+        assert.equal(await b.invoke('AskClient', a.id, question), `answer to ${question}`);
+        await a.stop();
+      } finally {
+        await proxy.stop();
+      }
+    });
+  }
 });
