@@ -173,6 +173,7 @@
 mod auth;
 mod drain;
 mod flag;
+mod frames;
 mod http;
 mod options;
 mod router;
@@ -180,6 +181,7 @@ mod serve;
 mod session;
 mod stateful;
 mod tokens;
+mod upgrade;
 mod websocket;
 
 pub use auth::{AuthRejection, Authenticator};

@@ -40,9 +40,6 @@ pub struct SignalROptions {
     pub(crate) server_sent_events: bool,
     pub(crate) long_polling: bool,
     pub(crate) long_poll_timeout: Duration,
-    pub(crate) websocket_read_buffer_size: usize,
-    pub(crate) websocket_write_buffer_size: usize,
-    pub(crate) websocket_max_write_buffer_size: Option<usize>,
     pub(crate) stateful_reconnect: bool,
     pub(crate) stateful_reconnect_buffer_size: usize,
     pub(crate) stateful_reconnect_window: Duration,
@@ -64,9 +61,6 @@ impl Default for SignalROptions {
             server_sent_events: true,
             long_polling: true,
             long_poll_timeout: Duration::from_secs(90),
-            websocket_read_buffer_size: 2 * 1024,
-            websocket_write_buffer_size: 0,
-            websocket_max_write_buffer_size: None,
             stateful_reconnect: true,
             stateful_reconnect_buffer_size: 100_000,
             stateful_reconnect_window: Duration::from_secs(15),
@@ -90,18 +84,6 @@ impl fmt::Debug for SignalROptions {
             .field("server_sent_events", &self.server_sent_events)
             .field("long_polling", &self.long_polling)
             .field("long_poll_timeout", &self.long_poll_timeout)
-            .field(
-                "websocket_read_buffer_size",
-                &self.websocket_read_buffer_size,
-            )
-            .field(
-                "websocket_write_buffer_size",
-                &self.websocket_write_buffer_size,
-            )
-            .field(
-                "websocket_max_write_buffer_size",
-                &self.websocket_max_write_buffer_size,
-            )
             .field("stateful_reconnect", &self.stateful_reconnect)
             .field(
                 "stateful_reconnect_buffer_size",
@@ -211,48 +193,6 @@ impl SignalROptions {
     /// keep-alive Ping ends an idle poll sooner.
     pub fn long_poll_timeout(mut self, timeout: Duration) -> Self {
         self.long_poll_timeout = timeout.clamp(Duration::from_millis(1), MAX_WAIT);
-        self
-    }
-
-    /// The capacity of each WebSocket connection's read buffer, in bytes,
-    /// allocated when the connection opens and kept while it is open: on a
-    /// server holding many idle connections it is the largest part of their
-    /// cost. A larger message still arrives whole (the buffer grows for it,
-    /// up to [`max_message_size`](Self::max_message_size)); a larger buffer
-    /// only means fewer reads for clients that send a lot. Default: 2 KiB;
-    /// axum's and tungstenite's own default is 128 KiB. Values below 64
-    /// bytes are raised to 64.
-    pub fn websocket_read_buffer_size(mut self, size: usize) -> Self {
-        self.websocket_read_buffer_size = size.max(64);
-        self
-    }
-
-    /// How many bytes of outgoing WebSocket frames are collected before they
-    /// are written to the socket. Default: 0, every frame is written at
-    /// once. The server flushes after every message it sends anyway, so a
-    /// larger value saves no system calls here; it only matters to
-    /// tungstenite's own buffering (axum's default is 128 KiB). The write
-    /// buffer is allocated on the first write and keeps the size of the
-    /// largest frame written.
-    pub fn websocket_write_buffer_size(mut self, size: usize) -> Self {
-        self.websocket_write_buffer_size = size.min(usize::MAX - 1);
-        self
-    }
-
-    /// The most bytes a WebSocket connection's write buffer may hold; a
-    /// frame that would make it larger fails the send, which closes the
-    /// connection. The buffer only grows past
-    /// [`websocket_write_buffer_size`](Self::websocket_write_buffer_size)
-    /// while the socket does not take writes, and the server waits for each
-    /// message to be written before the next, so in practice it holds one
-    /// outgoing message: set this only to refuse outgoing messages larger
-    /// than a limit. It is raised to at least `websocket_write_buffer_size +
-    /// 1`, as tungstenite requires. Default: unlimited, as in tungstenite
-    /// (outgoing messages are not bounded by
-    /// [`max_message_size`](Self::max_message_size), which limits incoming
-    /// ones).
-    pub fn websocket_max_write_buffer_size(mut self, size: usize) -> Self {
-        self.websocket_max_write_buffer_size = Some(size);
         self
     }
 

@@ -5,8 +5,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{FromRequestParts, Query, Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -20,6 +19,7 @@ use crate::options::SignalROptions;
 use crate::session::Accepted;
 use crate::stateful::{Found, Resumable};
 use crate::tokens::{Claim, Tokens};
+use crate::upgrade::WebSocketUpgrade;
 use crate::websocket::{self, SocketTransport};
 
 /// The newest negotiate protocol version this server speaks.
@@ -419,9 +419,9 @@ async fn connect_websocket(
     if shared.connections.draining.is_raised() {
         return draining();
     }
-    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+    let upgrade = match WebSocketUpgrade::from_parts(&mut parts) {
         Ok(upgrade) => upgrade,
-        Err(rejection) => return rejection.into_response(),
+        Err(refusal) => return refusal.into_response(),
     };
     let Some(params) = query_params(&parts) else {
         return (StatusCode::BAD_REQUEST, "The query string is invalid.").into_response();
@@ -442,12 +442,11 @@ async fn connect_websocket(
         Some(token) => match shared.resumable.find(token, user.as_deref()) {
             // The client of a stateful connection, back with a new socket.
             Found::Connection(handoff) => {
-                let upgrade = configure(&shared.options, upgrade);
-                return upgrade
-                    .on_failed_upgrade(|error| {
-                        tracing::debug!(%error, "WebSocket upgrade of a reconnect failed");
-                    })
-                    .on_upgrade(move |websocket| websocket::reattach(handoff, websocket));
+                let limit = websocket::message_limit(shared.options.max_message_size);
+                return upgrade.on_upgrade(
+                    |error| tracing::debug!(%error, "WebSocket upgrade of a reconnect failed"),
+                    move |io| websocket::reattach(handoff, io, limit),
+                );
             }
             Found::OtherUser => {
                 tracing::debug!("reconnect refused: connection token of another user");
@@ -463,26 +462,8 @@ async fn connect_websocket(
         },
     };
     let failed_id = accepted.connection_id.clone();
-    configure(&shared.options, upgrade)
-        .on_failed_upgrade(move |error| {
-            tracing::debug!(connection_id = %failed_id, %error, "WebSocket upgrade failed");
-        })
-        .on_upgrade(move |websocket| websocket::run(shared, websocket, accepted))
-}
-
-/// The limits and buffer sizes of every socket.
-fn configure(options: &SignalROptions, upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
-    let limit = websocket::message_limit(options.max_message_size);
-    let write_buffer = options.websocket_write_buffer_size;
-    // tungstenite panics unless the maximum exceeds the write buffer size.
-    let max_write_buffer = options
-        .websocket_max_write_buffer_size
-        .unwrap_or(usize::MAX)
-        .max(write_buffer.saturating_add(1));
-    upgrade
-        .max_message_size(limit)
-        .max_frame_size(limit)
-        .read_buffer_size(options.websocket_read_buffer_size)
-        .write_buffer_size(write_buffer)
-        .max_write_buffer_size(max_write_buffer)
+    upgrade.on_upgrade(
+        move |error| tracing::debug!(connection_id = %failed_id, %error, "WebSocket upgrade failed"),
+        move |io| websocket::run(shared, io, accepted),
+    )
 }

@@ -1,37 +1,158 @@
 //! The WebSockets transport: a SignalR session over one upgraded socket.
+//!
+//! The framing is switchboard's own ([`crate::frames`]), so that an idle
+//! socket holds no buffer: a read goes to a buffer on the stack and its
+//! message bytes, unmasked, straight to the session; a write sends the frame
+//! header and the session's bytes as they are (one vectored write), without
+//! copying them. After a large message nothing stays allocated for it.
 
-use std::future::Future;
+use std::future::{Future, poll_fn};
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use bytes::Bytes;
-use futures::stream::{SplitSink, SplitStream};
-use futures::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite;
+use bytes::{Buf, Bytes, BytesMut};
+use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::frames::{self, FrameReader, Seen};
 use crate::router::Shared;
 use crate::session::{self, Accepted, ClientSink, ClientStream, Payload, ReadError, Transport};
 use crate::stateful::Handoff;
+use crate::upgrade::UpgradedIo;
 
-/// WebSocket close code 1000: normal closure.
-const NORMAL_CLOSURE: u16 = 1000;
+/// The most one read takes (a buffer on the stack of the connection's task
+/// while it runs, nothing while it waits).
+const READ_CHUNK: usize = 8 * 1024;
 
-/// The largest WebSocket message (and frame) accepted, for a hub message
-/// limit of `max_message_size`: room for a few records per message, as
-/// clients may batch, while bounding what one read can allocate.
+/// The largest WebSocket message accepted, for a hub message limit of
+/// `max_message_size`: room for a few records per message, as clients may
+/// batch.
 pub(crate) fn message_limit(max_message_size: usize) -> usize {
     max_message_size.saturating_mul(4).max(64 * 1024)
 }
 
 /// The session's view of one socket.
-pub(crate) type SocketTransport = Transport<Reader, Writer>;
+pub(crate) type SocketTransport<Io = UpgradedIo> = Transport<Reader<Io>, Writer<Io>>;
 
-/// Splits a socket into the session's two halves.
-pub(crate) fn transport(websocket: WebSocket) -> SocketTransport {
-    let (sink, stream) = websocket.split();
+/// The session's two halves of one socket.
+pub(crate) fn transport<Io>(io: Io, message_limit: usize) -> SocketTransport<Io>
+where
+    Io: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let socket = Arc::new(Mutex::new(Socket {
+        io,
+        out: Out::default(),
+        failed: false,
+        close_code: frames::CLOSE_NORMAL,
+        frames: FrameReader::new(message_limit),
+        ended: false,
+    }));
     Transport {
-        stream: Reader(stream),
-        sink: Writer(sink),
+        stream: Reader {
+            socket: socket.clone(),
+        },
+        sink: Writer { socket },
+    }
+}
+
+/// What both halves share: the connection, what is being written and
+/// where reading stands. (On the heap: the halves, which the connection's
+/// future holds, are a pointer each.)
+struct Socket<Io> {
+    io: Io,
+    out: Out,
+    /// A write failed: nothing more is written.
+    failed: bool,
+    /// The code of the Close frame the server ends with.
+    close_code: u16,
+    frames: FrameReader,
+    /// The client closed, or broke the protocol: nothing more is read.
+    ended: bool,
+}
+
+/// Frames on their way out. A frame once begun is written whole before
+/// any other (a write cut short by a deadline is finished by the next one),
+/// so the stream of frames stays well formed whoever writes next.
+#[derive(Default)]
+struct Out {
+    current: Option<OutFrame>,
+    /// A control frame (a Pong, the Close) to write after `current`.
+    control: Option<OutFrame>,
+}
+
+/// One server frame: its header and its payload, as yet unwritten.
+struct OutFrame {
+    head: [u8; 10],
+    head_len: u8,
+    head_done: u8,
+    payload: Bytes,
+}
+
+impl OutFrame {
+    fn new(opcode: u8, payload: Bytes) -> OutFrame {
+        let (head, head_len) = frames::header(opcode, payload.len());
+        OutFrame {
+            head,
+            head_len: head_len as u8,
+            head_done: 0,
+            payload,
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        self.head_done == self.head_len && self.payload.is_empty()
+    }
+
+    /// Marks `n` more bytes as written.
+    fn advance(&mut self, mut n: usize) {
+        let head_left = usize::from(self.head_len - self.head_done);
+        let from_head = head_left.min(n);
+        self.head_done += from_head as u8;
+        n -= from_head;
+        self.payload.advance(n);
+    }
+}
+
+impl<Io: AsyncWrite + Unpin> Socket<Io> {
+    /// Writes every frame under way, then flushes.
+    fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.failed {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        let result = ready!(self.poll_write_out(cx));
+        if result.is_err() {
+            self.failed = true;
+        }
+        Poll::Ready(result)
+    }
+
+    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            if self.out.current.is_none() {
+                self.out.current = self.out.control.take();
+            }
+            let Some(frame) = self.out.current.as_mut() else {
+                break;
+            };
+            while !frame.is_done() {
+                let head = &frame.head[usize::from(frame.head_done)..usize::from(frame.head_len)];
+                let slices = [IoSlice::new(head), IoSlice::new(&frame.payload)];
+                let written = ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices))?;
+                if written == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                frame.advance(written);
+            }
+            self.out.current = None;
+        }
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn has_output(&self) -> bool {
+        self.out.current.is_some() || self.out.control.is_some()
     }
 }
 
@@ -44,13 +165,14 @@ pub(crate) fn transport(websocket: WebSocket) -> SocketTransport {
 ///
 /// A plain function around the async part: the socket is split here, so
 /// that the connection's future (which keeps its arguments for its whole
-/// life) holds the two small halves, not the whole socket.
+/// life) holds the two small halves.
 pub(crate) fn run(
     shared: Arc<Shared>,
-    websocket: WebSocket,
+    io: UpgradedIo,
     accepted: Accepted,
 ) -> impl Future<Output = ()> + Send {
-    serve(shared, transport(websocket), accepted)
+    let limit = message_limit(shared.options.max_message_size);
+    serve(shared, transport(io, limit), accepted)
 }
 
 async fn serve(shared: Arc<Shared>, socket: SocketTransport, accepted: Accepted) {
@@ -79,9 +201,10 @@ async fn serve(shared: Arc<Shared>, socket: SocketTransport, accepted: Accepted)
 /// waited in its place.
 pub(crate) fn reattach(
     handoff: Arc<Handoff<SocketTransport>>,
-    websocket: WebSocket,
+    io: UpgradedIo,
+    message_limit: usize,
 ) -> impl Future<Output = ()> + Send {
-    hand_over(handoff, transport(websocket))
+    hand_over(handoff, transport(io, message_limit))
 }
 
 async fn hand_over(handoff: Arc<Handoff<SocketTransport>>, socket: SocketTransport) {
@@ -96,87 +219,118 @@ async fn hand_over(handoff: Arc<Handoff<SocketTransport>>, socket: SocketTranspo
     refused.sink.finish().await;
 }
 
-/// Whether a read error means the socket is gone (it may come back, for a
-/// stateful connection) rather than that the client sent something the
-/// socket refuses.
-fn is_lost(error: axum::Error) -> ReadError {
-    let reason = error.to_string();
-    match error.into_inner().downcast::<tungstenite::Error>() {
-        Ok(e) => match *e {
-            tungstenite::Error::Capacity(_)
-            | tungstenite::Error::Utf8(_)
-            | tungstenite::Error::AttackAttempt => ReadError::refused(reason),
-            tungstenite::Error::Protocol(
-                tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
-            ) => ReadError::lost(reason),
-            tungstenite::Error::Protocol(_) => ReadError::refused(reason),
-            _ => ReadError::lost(reason),
-        },
-        Err(_) => ReadError::lost(reason),
+/// The socket's reading half.
+pub(crate) struct Reader<Io = UpgradedIo> {
+    socket: Arc<Mutex<Socket<Io>>>,
+}
+
+impl<Io: AsyncRead + AsyncWrite + Unpin + Send> Reader<Io> {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Payload, ReadError>>> {
+        let mut guard = self.socket.lock();
+        let socket = &mut *guard;
+        if socket.ended {
+            return Poll::Ready(None);
+        }
+        if socket.has_output() {
+            // A Pong waiting for room (the writer may be idle): a failure
+            // is the writer's to report.
+            let _ = socket.poll_drive(cx);
+        }
+        loop {
+            let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+            let mut buf = ReadBuf::uninit(&mut chunk);
+            if let Err(e) = ready!(Pin::new(&mut socket.io).poll_read(cx, &mut buf)) {
+                socket.ended = true;
+                return Poll::Ready(Some(Err(ReadError::lost(format!(
+                    "the socket failed: {e}"
+                )))));
+            }
+            let input = buf.filled();
+            if input.is_empty() {
+                socket.ended = true;
+                return Poll::Ready(Some(Err(ReadError::lost(
+                    "the client went away without the closing handshake",
+                ))));
+            }
+            let mut out = BytesMut::new();
+            let mut seen = Seen::default();
+            if let Err(e) = socket.frames.process(input, &mut out, &mut seen) {
+                socket.ended = true;
+                socket.close_code = e.code;
+                return Poll::Ready(Some(Err(ReadError::refused(e.reason))));
+            }
+            if let Some(ping) = seen.ping {
+                socket.out.control = Some(OutFrame::new(frames::OP_PONG, Bytes::from(ping)));
+                let _ = socket.poll_drive(cx);
+            }
+            // After a Close, what was read before it still counts; the next
+            // call ends the stream.
+            socket.ended = seen.close;
+            if !out.is_empty() {
+                return Poll::Ready(Some(Ok(Payload {
+                    bytes: out.freeze(),
+                    binary: seen.binary,
+                })));
+            }
+            if seen.close {
+                return Poll::Ready(None);
+            }
+        }
     }
 }
 
-/// The socket's reading half.
-pub(crate) struct Reader(SplitStream<WebSocket>);
-
-impl ClientStream for Reader {
+impl<Io: AsyncRead + AsyncWrite + Unpin + Send> ClientStream for Reader<Io> {
     async fn next(&mut self) -> Option<Result<Payload, ReadError>> {
-        loop {
-            return match self.0.next().await? {
-                Err(e) => Some(Err(is_lost(e))),
-                Ok(Message::Close(_)) => None,
-                Ok(Message::Text(text)) => Some(Ok(Payload {
-                    bytes: Bytes::from(text),
-                    binary: false,
-                })),
-                Ok(Message::Binary(bytes)) => Some(Ok(Payload {
-                    bytes,
-                    binary: true,
-                })),
-                // Answered by the WebSocket layer itself.
-                Ok(Message::Ping(_) | Message::Pong(_)) => continue,
-            };
-        }
+        poll_fn(|cx| self.poll_next(cx)).await
     }
 }
 
 /// The socket's writing half.
-pub(crate) struct Writer(SplitSink<WebSocket, Message>);
+pub(crate) struct Writer<Io = UpgradedIo> {
+    socket: Arc<Mutex<Socket<Io>>>,
+}
 
-impl ClientSink for Writer {
+impl<Io: AsyncWrite + Unpin + Send> Writer<Io> {
+    /// Writes what is under way, then `frame` (if any), whole.
+    async fn write(&mut self, mut frame: Option<OutFrame>) -> io::Result<()> {
+        poll_fn(|cx| {
+            let mut socket = self.socket.lock();
+            loop {
+                ready!(socket.poll_drive(cx))?;
+                match frame.take() {
+                    Some(frame) => socket.out.current = Some(frame),
+                    None => return Poll::Ready(Ok(())),
+                }
+            }
+        })
+        .await
+    }
+}
+
+impl<Io: AsyncRead + AsyncWrite + Unpin + Send> ClientSink for Writer<Io> {
     async fn send(&mut self, frames: Bytes, binary: bool) -> Result<(), String> {
-        let message = if binary {
-            Message::Binary(frames)
+        // Text hub protocols write UTF-8 by construction.
+        let opcode = if binary {
+            frames::OP_BINARY
         } else {
-            text_message(frames)
+            frames::OP_TEXT
         };
-        self.0.send(message).await.map_err(|e| e.to_string())
+        self.write(Some(OutFrame::new(opcode, frames)))
+            .await
+            .map_err(|e| format!("the socket failed: {e}"))
     }
 
     async fn finish(&mut self) {
-        let _ = self.0.send(close_frame()).await;
-    }
-}
-
-/// Frames of text protocols go in text messages.
-fn text_message(bytes: Bytes) -> Message {
-    // The clone is a reference-count increment, kept for the fallback.
-    match Utf8Bytes::try_from(bytes.clone()) {
-        Ok(text) => Message::Text(text),
-        // Text protocol frames are UTF-8 by construction; should one not
-        // be, the client still gets its bytes.
-        Err(e) => {
-            tracing::warn!(error = %e, "a text frame is not UTF-8; sending it as binary");
-            Message::Binary(bytes)
+        let code = self.socket.lock().close_code;
+        let close = OutFrame::new(
+            frames::OP_CLOSE,
+            Bytes::copy_from_slice(&code.to_be_bytes()),
+        );
+        if self.write(Some(close)).await.is_err() {
+            return;
         }
+        let _ = poll_fn(|cx| Pin::new(&mut self.socket.lock().io).poll_shutdown(cx)).await;
     }
-}
-
-fn close_frame() -> Message {
-    Message::Close(Some(CloseFrame {
-        code: NORMAL_CLOSURE,
-        reason: Utf8Bytes::from_static(""),
-    }))
 }
 
 #[cfg(test)]

@@ -15,9 +15,10 @@
 //! The baseline is `bare-ws` (a binary of this package): a bare axum
 //! WebSocket endpoint with axum's default buffers and no switchboard code,
 //! which answers the handshake with `{}` and then only reads, measured the
-//! same way in the same run. Two more runs show the buffers' share: the chat
-//! example with axum's buffers (`--ws-buffers axum`, what switchboard used
-//! before it set its own) and `bare-ws` with switchboard's small buffers.
+//! same way in the same run. Two more runs: `bare-ws` with small tungstenite
+//! buffers (a 2 KiB read buffer, write-through), the leanest an axum server
+//! gets without framing of its own, and the chat example served by plain
+//! `axum::serve` instead of `switchboard_axum::Server`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -131,18 +132,15 @@ pub async fn run(settings: &Settings) -> BenchResult<Vec<Row>> {
     let small = measure(&chat, &["--port", "0"], count).await?;
     println!("  B9: bare-ws, axum's WebSocket buffers (baseline)");
     let bare_axum = measure(&bare, &["--port", "0", "--ws-buffers", "axum"], count).await?;
-    println!("  B9: chat example, axum's WebSocket buffers");
-    let old = measure(&chat, &["--port", "0", "--ws-buffers", "axum"], count).await?;
     println!("  B9: bare-ws, switchboard's WebSocket buffers");
     let bare_small = measure(&bare, &["--port", "0", "--ws-buffers", "small"], count).await?;
     println!("  B9: chat example served by axum::serve");
     let axum_serve = measure(&chat, &["--port", "0", "--axum-serve"], count).await?;
 
-    let lost = small.lost + bare_axum.lost + old.lost + bare_small.lost + axum_serve.lost;
+    let lost = small.lost + bare_axum.lost + bare_small.lost + axum_serve.lost;
     let details = json!({
         "warmup_connections": WARMUP,
-        "chat_small_buffers": small.to_json(),
-        "chat_axum_buffers": old.to_json(),
+        "chat": small.to_json(),
         "bare_axum_buffers": bare_axum.to_json(),
         "bare_small_buffers": bare_small.to_json(),
         "chat_axum_serve": axum_serve.to_json(),
@@ -163,30 +161,20 @@ pub async fn run(settings: &Settings) -> BenchResult<Vec<Row>> {
             Target::AtMost(TARGET_BYTES),
         )
         .note(format!(
-            "server VmRSS growth / N; 2 KiB read buffer, write-through; baseline = bare \
-             axum ws server, axum's 128 KiB buffers{lost_note}"
+            "server VmRSS growth / N; switchboard's framing holds no buffer while idle; \
+             baseline = bare axum ws server, axum's 128 KiB buffers{lost_note}"
         ))
         .details(details),
         Row::new(
-            "B9.1",
-            &format!("{}k idle ws, axum's buffers", count / 1000),
-            "RSS per idle ws connection",
-            Unit::Bytes,
-            Some(old.rss_per()),
-            Some(bare_axum.rss_per()),
-            Target::None,
-        )
-        .note("chat --ws-buffers axum (128 KiB read + write; switchboard before B9)"),
-        Row::new(
             "B9.2",
-            &format!("{}k idle ws, same small buffers", count / 1000),
+            &format!("{}k idle ws, bare with small buffers", count / 1000),
             "RSS per idle ws connection",
             Unit::Bytes,
             Some(small.rss_per()),
             Some(bare_small.rss_per()),
             Target::None,
         )
-        .note("baseline = bare-ws --ws-buffers small: switchboard's own share"),
+        .note("baseline = bare-ws --ws-buffers small (tungstenite, 2 KiB read buffer)"),
         Row::new(
             "B9.5",
             &format!("{}k idle ws, Server vs axum::serve", count / 1000),

@@ -39,8 +39,7 @@ const USAGE: &str = "\
 switchboard chat demo
 
 Usage: chat [--port N] [--redis URL] [--no-websockets] [--no-sse] [--no-long-polling]
-            [--ws-buffers small|axum] [--reconnect-window-ms N] [--no-nodelay]
-            [--axum-serve]
+            [--reconnect-window-ms N] [--no-nodelay] [--axum-serve]
 
 Options:
   --port N      listen on 127.0.0.1:N (default 5000; 0 picks a free port)
@@ -50,10 +49,6 @@ Options:
                 else a single server with the in-memory manager)
   --no-websockets, --no-sse, --no-long-polling
                 switch a transport off (all three are offered by default)
-  --ws-buffers small|axum
-                per-connection WebSocket buffers: switchboard's small
-                defaults (4 KiB read buffer, default) or axum's own
-                (128 KiB read, 128 KiB write), for comparison
   --reconnect-window-ms N
                 how long a stateful-reconnect connection whose socket
                 dropped waits for its client (default 15000)
@@ -80,9 +75,6 @@ struct Args {
     websockets: bool,
     server_sent_events: bool,
     long_polling: bool,
-    /// `--ws-buffers axum`: axum's WebSocket buffer sizes instead of
-    /// switchboard's.
-    axum_ws_buffers: bool,
     /// `--reconnect-window-ms`: the stateful reconnect window.
     reconnect_window: Option<Duration>,
     /// Off with `--no-nodelay`.
@@ -96,7 +88,6 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
     let mut port = 5000;
     let mut redis = None;
     let (mut websockets, mut server_sent_events, mut long_polling) = (true, true, true);
-    let mut axum_ws_buffers = false;
     let mut reconnect_window = None;
     let mut nodelay = true;
     let mut axum_serve = false;
@@ -127,17 +118,6 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
             "--no-long-polling" => long_polling = false,
             "--no-nodelay" => nodelay = false,
             "--axum-serve" => axum_serve = true,
-            "--ws-buffers" => {
-                axum_ws_buffers = match value("--ws-buffers")?.as_str() {
-                    "small" => false,
-                    "axum" => true,
-                    other => {
-                        return Err(format!(
-                            "--ws-buffers: '{other}' is neither 'small' nor 'axum'"
-                        ));
-                    }
-                }
-            }
             "--reconnect-window-ms" => {
                 let text = value("--reconnect-window-ms")?;
                 let ms: u64 = text.parse().map_err(|_| {
@@ -159,7 +139,6 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
         websockets,
         server_sent_events,
         long_polling,
-        axum_ws_buffers,
         reconnect_window,
         nodelay,
         axum_serve,
@@ -217,13 +196,6 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
         .long_polling(args.long_polling);
     if let Some(window) = args.reconnect_window {
         options = options.stateful_reconnect_window(window);
-    }
-    if args.axum_ws_buffers {
-        // axum's (and tungstenite's) defaults: 128 KiB each, no write limit.
-        options = options
-            .websocket_read_buffer_size(128 * 1024)
-            .websocket_write_buffer_size(128 * 1024)
-            .websocket_max_write_buffer_size(usize::MAX);
     }
     let (chat_router, chat) = endpoint("/hubs/chat", chat_hub(manager), options);
     let app = Router::new()
