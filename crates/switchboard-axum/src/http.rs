@@ -20,10 +20,11 @@ use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::router::{Refusal, Shared, plain};
-use crate::session::{
-    self, Accepted, BatchLimits, ClientSink, ClientStream, Payload, ReadError, Transport,
+use switchboard_session::{
+    self as session, BatchLimits, ClientSink, ClientStream, Payload, ReadError, Transport,
 };
+
+use crate::router::{Accepted, Refusal, Shared, plain};
 
 /// How many POSTed payloads may wait for the session's reader; a POST
 /// beyond that waits (the client's send is back-pressured).
@@ -200,7 +201,8 @@ impl Serving {
         };
         // Stateful reconnect is a WebSockets matter: the official clients
         // reconnect only those.
-        session::run::<Inbound, K>(self.shared.clone(), transport, self.accepted, None).await;
+        session::run::<Inbound, K, _>(self.shared.sessions.clone(), transport, self.accepted, None)
+            .await;
         self.connection.ended.cancel();
         tokio::time::sleep(LINGER).await;
         self.shared.http.remove(&self.token);

@@ -172,20 +172,18 @@
 
 mod auth;
 mod drain;
-mod flag;
 mod frames;
 mod http;
 mod options;
 mod router;
 mod serve;
-mod session;
-mod stateful;
 mod tokens;
 mod upgrade;
 mod websocket;
 
 pub use auth::{AuthRejection, Authenticator};
-pub use drain::{DrainOptions, DrainReport, Endpoint};
+pub use drain::Endpoint;
 pub use options::SignalROptions;
 pub use router::{endpoint, router};
 pub use serve::{ServeOptions, ServeStats, ServeStatsHandle, Server};
+pub use switchboard_session::{DrainOptions, DrainReport};

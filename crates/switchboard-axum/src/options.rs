@@ -3,6 +3,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_core::{DEFAULT_QUEUE_CAPACITY, SlowConsumerPolicy};
+use switchboard_session::SessionOptions;
 
 use crate::auth::Authenticator;
 
@@ -65,6 +66,21 @@ impl Default for SignalROptions {
             stateful_reconnect_buffer_size: 100_000,
             stateful_reconnect_window: Duration::from_secs(15),
         }
+    }
+}
+
+impl SignalROptions {
+    /// What every session of the endpoint is given.
+    pub(crate) fn session_options(&self) -> SessionOptions {
+        SessionOptions::default()
+            .keep_alive_interval(self.keep_alive_interval)
+            .client_timeout(self.client_timeout)
+            .handshake_timeout(self.handshake_timeout)
+            .max_message_size(self.max_message_size)
+            .queue_capacity(self.queue_capacity)
+            .slow_consumer(self.slow_consumer)
+            .stateful_reconnect_buffer_size(self.stateful_reconnect_buffer_size)
+            .stateful_reconnect_window(self.stateful_reconnect_window)
     }
 }
 

@@ -12,24 +12,25 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 use switchboard_core::{ConnectionId, Hub, random_token};
+use switchboard_session::{Found, Resumable, Sessions};
 
-use crate::drain::{Connections, Endpoint};
+use crate::drain::Endpoint;
 use crate::http::{self, HttpConnections, Kind};
 use crate::options::SignalROptions;
-use crate::session::Accepted;
-use crate::stateful::{Found, Resumable};
-use crate::tokens::{Claim, Tokens};
+use crate::tokens::{Claim, LiveGuard, Tokens};
 use crate::upgrade::WebSocketUpgrade;
 use crate::websocket::{self, SocketTransport};
 
 /// The newest negotiate protocol version this server speaks.
 const NEGOTIATE_VERSION: u32 = 1;
 
+/// A connection the HTTP checks let in; it keeps its connection token in
+/// use while it lives.
+pub(crate) type Accepted = switchboard_session::Accepted<Option<LiveGuard>>;
+
 /// Everything the endpoints of one hub share.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    /// The hub every connection is handed to.
-    pub(crate) hub: Hub,
     /// Timeouts, limits, authentication.
     pub(crate) options: SignalROptions,
     /// Connection tokens between negotiate and the socket.
@@ -39,8 +40,8 @@ pub(crate) struct Shared {
     /// WebSocket connections with stateful reconnect, for their client's
     /// next socket.
     pub(crate) resumable: Resumable<SocketTransport>,
-    /// How many connections are open, and the drain.
-    pub(crate) connections: Arc<Connections>,
+    /// The hub, the sessions' options, how many are open, and the drain.
+    pub(crate) sessions: Arc<Sessions>,
 }
 
 /// The routes of a SignalR endpoint for `hub` at `path`:
@@ -99,8 +100,7 @@ pub fn endpoint(path: &str, hub: Hub, options: SignalROptions) -> (Router, Endpo
         tokens: Tokens::new(options.token_lifetime, options.max_pending_tokens),
         http: HttpConnections::default(),
         resumable: Resumable::default(),
-        connections: Arc::default(),
-        hub,
+        sessions: Sessions::new(hub, options.session_options()),
         options,
     });
     let endpoint = Endpoint::new(shared.clone());
@@ -212,7 +212,7 @@ async fn authenticate(shared: &Shared, parts: &Parts) -> Result<Option<String>, 
 
 /// `POST {path}/negotiate`: hands out a connection id and token.
 async fn negotiate(State(shared): State<Arc<Shared>>, request: Request) -> Response {
-    if shared.connections.draining.is_raised() {
+    if shared.sessions.is_draining() {
         return draining();
     }
     let (parts, _body) = request.into_parts();
@@ -302,7 +302,7 @@ fn claim(shared: &Shared, token: &str, user: Option<String>) -> Result<Accepted,
         Claim::Granted(pending, guard) => Ok(Accepted {
             connection_id: pending.connection_id,
             user,
-            live: Some(guard),
+            guard: Some(guard),
             stateful: pending.stateful,
         }),
         Claim::Unknown => {
@@ -357,7 +357,7 @@ async fn connect(State(shared): State<Arc<Shared>>, request: Request) -> Respons
             "The transport is not enabled on this endpoint.",
         );
     }
-    if shared.connections.draining.is_raised() {
+    if shared.sessions.is_draining() {
         return draining();
     }
     match claim(&shared, &token, user) {
@@ -416,7 +416,7 @@ async fn connect_websocket(
             "The transport is not enabled on this endpoint.",
         );
     }
-    if shared.connections.draining.is_raised() {
+    if shared.sessions.is_draining() {
         return draining();
     }
     let upgrade = match WebSocketUpgrade::from_parts(&mut parts) {
@@ -430,7 +430,7 @@ async fn connect_websocket(
         None => Accepted {
             connection_id: ConnectionId::random(),
             user,
-            live: None,
+            guard: None,
             stateful: false,
         },
         Some(token) if shared.http.contains(token) => {

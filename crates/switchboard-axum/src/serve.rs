@@ -53,7 +53,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use crate::drain::{DrainOptions, Endpoint};
+use switchboard_session::DrainOptions;
+
+use crate::drain::Endpoint;
 
 /// The answer to a connection over [`ServeOptions::max_connections`].
 const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\

@@ -18,9 +18,11 @@ use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::frames::{self, FrameReader, Seen};
-use crate::router::Shared;
-use crate::session::{self, Accepted, ClientSink, ClientStream, Payload, ReadError, Transport};
-use crate::stateful::Handoff;
+use switchboard_session::{
+    self as session, ClientSink, ClientStream, Handoff, Payload, ReadError, Transport,
+};
+
+use crate::router::{Accepted, Shared};
 use crate::upgrade::UpgradedIo;
 
 /// The most one read takes (a buffer on the stack of the connection's task
@@ -177,19 +179,25 @@ pub(crate) fn run(
 
 async fn serve(shared: Arc<Shared>, socket: SocketTransport, accepted: Accepted) {
     let token = accepted
-        .live
+        .guard
         .as_ref()
         .filter(|_| accepted.stateful)
         .map(|live| live.token().to_owned());
     let Some(token) = token else {
-        session::run(shared, socket, accepted, None).await;
+        session::run(shared.sessions.clone(), socket, accepted, None).await;
         return;
     };
     let handoff = Handoff::new();
     let registered = shared
         .resumable
         .insert(&token, accepted.user.clone(), handoff.clone());
-    session::run(shared.clone(), socket, accepted, Some(handoff.clone())).await;
+    session::run(
+        shared.sessions.clone(),
+        socket,
+        accepted,
+        Some(handoff.clone()),
+    )
+    .await;
     if let Some(mut late) = handoff.close() {
         late.sink.finish().await;
     }

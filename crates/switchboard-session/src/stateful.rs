@@ -221,7 +221,7 @@ impl Replay {
 /// Where a client's new transport reaches its stateful connection: one
 /// slot, so that a newer transport replaces one not yet taken (the client
 /// has given up on that one), and closed for good when the connection ends.
-pub(crate) struct Handoff<T> {
+pub struct Handoff<T> {
     slot: Mutex<Slot<T>>,
     arrived: Notify,
 }
@@ -242,7 +242,8 @@ impl<T> fmt::Debug for Handoff<T> {
 }
 
 impl<T> Handoff<T> {
-    pub(crate) fn new() -> Arc<Handoff<T>> {
+    /// An empty, open hand-off.
+    pub fn new() -> Arc<Handoff<T>> {
         Arc::new(Handoff {
             slot: Mutex::new(Slot {
                 waiting: None,
@@ -255,7 +256,7 @@ impl<T> Handoff<T> {
     /// Hands `transport` over. `Ok` with a transport that was still
     /// waiting, now replaced (to be closed); `Err` with `transport` itself
     /// if the connection has ended.
-    pub(crate) fn put(&self, transport: T) -> Result<Option<T>, T> {
+    pub fn put(&self, transport: T) -> Result<Option<T>, T> {
         let mut slot = self.slot.lock();
         if slot.closed {
             return Err(transport);
@@ -267,7 +268,7 @@ impl<T> Handoff<T> {
     }
 
     /// The next transport handed over. Cancel-safe.
-    pub(crate) async fn take(&self) -> T {
+    pub async fn take(&self) -> T {
         loop {
             if let Some(transport) = self.slot.lock().waiting.take() {
                 return transport;
@@ -278,7 +279,7 @@ impl<T> Handoff<T> {
 
     /// Refuses transports from now on; returns one still waiting (to be
     /// closed).
-    pub(crate) fn close(&self) -> Option<T> {
+    pub fn close(&self) -> Option<T> {
         let mut slot = self.slot.lock();
         slot.closed = true;
         slot.waiting.take()
@@ -291,7 +292,7 @@ impl<T> Handoff<T> {
 
 /// The stateful connections of one endpoint, by connection token: where a
 /// client that reconnects with its token hands over its new transport.
-pub(crate) struct Resumable<T> {
+pub struct Resumable<T> {
     map: Mutex<HashMap<String, Entry<T>>>,
 }
 
@@ -320,7 +321,7 @@ impl<T> Default for Resumable<T> {
 
 /// What a token finds in the table.
 #[derive(Debug)]
-pub(crate) enum Found<T> {
+pub enum Found<T> {
     /// A stateful connection of that user: hand it the new transport.
     Connection(Arc<Handoff<T>>),
     /// A stateful connection of another user.
@@ -331,7 +332,7 @@ pub(crate) enum Found<T> {
 
 impl<T> Resumable<T> {
     /// Registers a connection under `token` until the returned guard drops.
-    pub(crate) fn insert<'a>(
+    pub fn insert<'a>(
         &'a self,
         token: &str,
         user: Option<String>,
@@ -347,7 +348,7 @@ impl<T> Resumable<T> {
     }
 
     /// Looks `token` up for a request of `user`.
-    pub(crate) fn find(&self, token: &str, user: Option<&str>) -> Found<T> {
+    pub fn find(&self, token: &str, user: Option<&str>) -> Found<T> {
         match self.map.lock().get(token) {
             Some(entry) if entry.user.as_deref() != user => Found::OtherUser,
             Some(entry) if !entry.handoff.is_closed() => Found::Connection(entry.handoff.clone()),
@@ -357,7 +358,7 @@ impl<T> Resumable<T> {
 }
 
 /// Keeps a connection in the [`Resumable`] table while it lives.
-pub(crate) struct Registered<'a, T> {
+pub struct Registered<'a, T> {
     table: &'a Resumable<T>,
     token: String,
 }

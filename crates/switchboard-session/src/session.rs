@@ -21,11 +21,9 @@ use switchboard_core::{
 };
 use tokio::time::{Duration, Instant};
 
-use crate::drain::DRAIN_REASON;
 use crate::flag::Flag;
-use crate::router::Shared;
+use crate::sessions::{DRAIN_REASON, Sessions};
 use crate::stateful::{Handoff, Inbound, Replay};
-use crate::tokens::LiveGuard;
 
 /// The error sent when a client has been silent for the client timeout.
 const CLIENT_TIMEOUT_ERROR: &str =
@@ -37,16 +35,16 @@ const ACK_DELAY: Duration = Duration::from_millis(250);
 
 /// How much of the queue one transport write takes.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct BatchLimits {
+pub struct BatchLimits {
     /// At most this many queued frames.
-    pub(crate) frames: usize,
+    pub frames: usize,
     /// The batch stops growing once it holds this many bytes.
-    pub(crate) bytes: usize,
+    pub bytes: usize,
 }
 
 impl BatchLimits {
     /// For transports that stream: a burst becomes a few large writes.
-    pub(crate) const STREAMING: BatchLimits = BatchLimits {
+    pub const STREAMING: BatchLimits = BatchLimits {
         frames: 64,
         bytes: 64 * 1024,
     };
@@ -54,34 +52,34 @@ impl BatchLimits {
 
 /// How long a leaving client gets to take the transport's last word, and a
 /// client the server closes gets to take the Close message.
-pub(crate) const STOP_GRACE: Duration = Duration::from_secs(1);
+pub const STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// What a client sent, as its transport read it.
 #[derive(Debug)]
-pub(crate) struct Payload {
+pub struct Payload {
     /// The bytes: hub protocol records, possibly several, possibly part of
     /// one.
-    pub(crate) bytes: Bytes,
+    pub bytes: Bytes,
     /// Whether they came as binary (a WebSocket binary message); the
     /// handshake's error answer is sent the same way.
-    pub(crate) binary: bool,
+    pub binary: bool,
 }
 
 /// Why a transport stopped reading.
 #[derive(Debug)]
-pub(crate) struct ReadError {
+pub struct ReadError {
     /// What happened, for the log and the Close message.
-    pub(crate) reason: String,
+    pub reason: String,
     /// Whether the transport was lost (the socket dropped without a close)
     /// rather than refused what the client sent (a message over its limit,
     /// bad framing): a lost transport of a stateful connection waits for
     /// the client to reconnect.
-    pub(crate) lost: bool,
+    pub lost: bool,
 }
 
 impl ReadError {
     /// The transport is gone.
-    pub(crate) fn lost(reason: impl Into<String>) -> ReadError {
+    pub fn lost(reason: impl Into<String>) -> ReadError {
         ReadError {
             reason: reason.into(),
             lost: true,
@@ -89,7 +87,7 @@ impl ReadError {
     }
 
     /// The transport refused what the client sent.
-    pub(crate) fn refused(reason: impl Into<String>) -> ReadError {
+    pub fn refused(reason: impl Into<String>) -> ReadError {
         ReadError {
             reason: reason.into(),
             lost: false,
@@ -98,14 +96,14 @@ impl ReadError {
 }
 
 /// The client-to-server half of a transport.
-pub(crate) trait ClientStream: Send {
+pub trait ClientStream: Send {
     /// The next payload. `None` when the client left without a word (the
     /// transport closed); `Some(Err(_))` when the transport failed.
     fn next(&mut self) -> impl Future<Output = Option<Result<Payload, ReadError>>> + Send;
 }
 
 /// The server-to-client half of a transport.
-pub(crate) trait ClientSink: Send {
+pub trait ClientSink: Send {
     /// Writes one batch of frames (`binary`: of a binary hub protocol, or
     /// the answer to a binary handshake). Returns once the transport took
     /// it; the session bounds the wait.
@@ -144,25 +142,42 @@ pub(crate) trait ClientSink: Send {
     }
 }
 
-/// A connection that passed the HTTP checks.
+/// A connection that its transport let in (authenticated, its token
+/// checked), about to begin its handshake.
 #[derive(Debug)]
-pub(crate) struct Accepted {
+pub struct Accepted<G = ()> {
     /// The id the connection gets.
-    pub(crate) connection_id: ConnectionId,
+    pub connection_id: ConnectionId,
     /// The authenticated user.
-    pub(crate) user: Option<String>,
-    /// Keeps the connection token in use while the connection lives.
-    pub(crate) live: Option<LiveGuard>,
-    /// Whether negotiate agreed to stateful reconnect (the handshake must
-    /// still ask for hub protocol version 2).
-    pub(crate) stateful: bool,
+    pub user: Option<String>,
+    /// Held while the connection lives, dropped when it ends (a transport
+    /// keeps its connection token in use with it, say).
+    pub guard: G,
+    /// Whether the transport agreed to stateful reconnect (the handshake
+    /// must still ask for hub protocol version 2).
+    pub stateful: bool,
+}
+
+impl Accepted {
+    /// A connection with a fresh id, for `user`, without stateful
+    /// reconnect.
+    pub fn new(user: Option<String>) -> Accepted {
+        Accepted {
+            connection_id: ConnectionId::random(),
+            user,
+            guard: (),
+            stateful: false,
+        }
+    }
 }
 
 /// A transport's two halves.
 #[derive(Debug)]
-pub(crate) struct Transport<S, K> {
-    pub(crate) stream: S,
-    pub(crate) sink: K,
+pub struct Transport<S, K> {
+    /// What the client sends.
+    pub stream: S,
+    /// Where the server writes.
+    pub sink: K,
 }
 
 /// Serves one connection over `transport` until it ends.
@@ -172,16 +187,16 @@ pub(crate) struct Transport<S, K> {
 /// handshake makes the connection stateful, a lost transport is waited for
 /// (up to the reconnect window) and replaced, and a new one arriving while
 /// the old one seems alive takes its place (the client knows best).
-pub(crate) async fn run<S: ClientStream, K: ClientSink>(
-    shared: Arc<Shared>,
+pub async fn run<S: ClientStream, K: ClientSink, G: Send>(
+    shared: Arc<Sessions>,
     transport: Transport<S, K>,
-    accepted: Accepted,
+    accepted: Accepted<G>,
     reattach: Option<Arc<Handoff<Transport<S, K>>>>,
 ) {
     let Accepted {
         connection_id,
         user,
-        live,
+        guard,
         stateful,
     } = accepted;
     let options = &shared.options;
@@ -191,8 +206,8 @@ pub(crate) async fn run<S: ClientStream, K: ClientSink>(
     } = transport;
     // Counted from the start, so that a drain waits for (or sees) every
     // session its endpoint let in.
-    let open = shared.connections.enter();
-    if shared.connections.draining.is_raised() {
+    let open = shared.enter();
+    if shared.draining.is_raised() {
         return;
     }
     let mut buf = BytesMut::new();
@@ -325,7 +340,7 @@ pub(crate) async fn run<S: ClientStream, K: ClientSink>(
                         tokio::select! {
                             next = handoff.take() => Some(next),
                             () = connection.closed() => break End::ServerClose,
-                            () = shared.connections.draining.raised() => {
+                            () = shared.draining.raised() => {
                                 connection.close(DRAIN_REASON);
                                 break End::ServerClose;
                             }
@@ -381,7 +396,7 @@ pub(crate) async fn run<S: ClientStream, K: ClientSink>(
     connection.close("the connection has ended");
     session.close(error).await;
     drop(open);
-    drop(live);
+    drop(guard);
 }
 
 /// What the reader and the writer of one transport share.
@@ -410,7 +425,7 @@ struct SessionState<'a> {
 /// connection must be dropped. Bytes after the handshake record stay in
 /// `buf`.
 async fn handshake<S: ClientStream, K: ClientSink>(
-    shared: &Shared,
+    shared: &Sessions,
     stream: &mut S,
     sink: &mut K,
     buf: &mut BytesMut,
@@ -438,7 +453,7 @@ async fn handshake<S: ClientStream, K: ClientSink>(
         }
         let next = tokio::select! {
             next = tokio::time::timeout_at(deadline, stream.next()) => next,
-            () = shared.connections.draining.raised() => {
+            () = shared.draining.raised() => {
                 tracing::debug!(%connection_id, "the endpoint drains: handshake abandoned");
                 return None;
             }
@@ -493,7 +508,7 @@ async fn handshake<S: ClientStream, K: ClientSink>(
 }
 
 /// Answers a handshake with an error, then ends the transport.
-async fn refuse<K: ClientSink>(shared: &Shared, sink: &mut K, binary: bool, error: &str) {
+async fn refuse<K: ClientSink>(shared: &Sessions, sink: &mut K, binary: bool, error: &str) {
     let response = write_handshake_response(Some(error));
     let timeout = shared.options.client_timeout;
     if send_timed(sink, response, binary, timeout).await.is_ok() {
@@ -558,7 +573,7 @@ fn not_back_in(window: Duration) -> String {
 
 /// Parses everything the client sends and hands it to the session.
 async fn read_loop<S: ClientStream, K>(
-    shared: &Shared,
+    shared: &Sessions,
     state: &SessionState<'_>,
     mut stream: S,
     buf: BytesMut,
@@ -568,7 +583,7 @@ async fn read_loop<S: ClientStream, K>(
 ) -> End {
     let options = &shared.options;
     let connection = &state.connection;
-    let draining = &shared.connections.draining;
+    let draining = &shared.draining;
     let mut input = Input::new(buf);
     // Once the endpoint drains: completes when the connection's invocations
     // are done, or the drain's grace is over. Boxed, and only then made.
@@ -627,7 +642,7 @@ async fn read_loop<S: ClientStream, K>(
                         () = connection.closed() => return End::ServerClose,
                         () = state.lost.raised() => Some((options.stateful_reconnect_window, false)),
                         () = draining.raised(), if drain.is_none() => {
-                            Some((shared.connections.grace(), true))
+                            Some((shared.grace(), true))
                         }
                     };
                     if let Some((bound, drained)) = bound {
@@ -702,8 +717,8 @@ async fn read_loop<S: ClientStream, K>(
 /// Completes when the connection's invocations are done, or after the
 /// drain's grace (what still runs is then cancelled when the session
 /// closes).
-fn until_idle<'a>(shared: &Shared, session: &'a HubSession) -> BoxFuture<'a, ()> {
-    let grace = shared.connections.grace();
+fn until_idle<'a>(shared: &Sessions, session: &'a HubSession) -> BoxFuture<'a, ()> {
+    let grace = shared.grace();
     let connection_id = session.connection().id().clone();
     Box::pin(async move {
         if tokio::time::timeout(grace, session.idle()).await.is_err() {
@@ -820,7 +835,7 @@ async fn ack_due(replay: Option<&Replay>) {
 /// Sequence and the frames to replay (`resume`). A failed write ends the
 /// transport, not the connection.
 async fn write_loop<K: ClientSink>(
-    shared: &Shared,
+    shared: &Sessions,
     state: &SessionState<'_>,
     mut sink: K,
     receiver: &mut ConnectionReceiver,
