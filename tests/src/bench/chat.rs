@@ -425,10 +425,10 @@ async fn chat_run(
                 read_client(stream, shared.clone())
             }
             Receivers::ServerSentEvents => {
-                http_clients::event_stream_client(address, on_record.clone()).await?
+                http_clients::event_stream_client(address, on_record.clone(), None).await?
             }
             Receivers::LongPolling => {
-                http_clients::long_polling_client(address, on_record.clone()).await?
+                http_clients::long_polling_client(address, on_record.clone(), None).await?
             }
         });
     }

@@ -12,6 +12,12 @@
 //! figure is the growth divided by N, nothing subtracted. The CPU figure is
 //! the server's utime + stime (`/proc/<pid>/stat`) over a 15 s idle window.
 //!
+//! The same is measured for clients of the chat example over Server-Sent
+//! Events and long polling (B9.6, B9.7; fewer of them: each takes two held
+//! connections and two short ones): the event stream, or a poll always
+//! waiting, and a keep-alive connection on which a Ping is POSTed every
+//! 15 s, as a browser client holds.
+//!
 //! The baseline is `bare-ws` (a binary of this package): a bare axum
 //! WebSocket endpoint with axum's default buffers and no switchboard code,
 //! which answers the handshake with `{}` and then only reads, measured the
@@ -34,6 +40,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
 use super::chat::ChatServer;
+use super::http_clients::{self, OnRecord};
 use super::report::{Row, Target, Unit};
 use super::{BenchResult, Chat, Settings, windowed};
 
@@ -136,14 +143,29 @@ pub async fn run(settings: &Settings) -> BenchResult<Vec<Row>> {
     let bare_small = measure(&bare, &["--port", "0", "--ws-buffers", "small"], count).await?;
     println!("  B9: chat example served by axum::serve");
     let axum_serve = measure(&chat, &["--port", "0", "--axum-serve"], count).await?;
+    // Each HTTP-transport client takes two held connections and two short
+    // ones (negotiate, the handshake POST): fewer clients, so that the
+    // loopback ports last.
+    let http_count = settings.pick(1_000, 2_000);
+    println!("  B9: chat example, Server-Sent Events clients");
+    let sse = measure_kind(&chat, &["--port", "0"], http_count, Kind::EventStream).await?;
+    println!("  B9: chat example, long-polling clients");
+    let long_polling = measure_kind(&chat, &["--port", "0"], http_count, Kind::LongPolling).await?;
 
-    let lost = small.lost + bare_axum.lost + bare_small.lost + axum_serve.lost;
+    let lost = small.lost
+        + bare_axum.lost
+        + bare_small.lost
+        + axum_serve.lost
+        + sse.lost
+        + long_polling.lost;
     let details = json!({
         "warmup_connections": WARMUP,
         "chat": small.to_json(),
         "bare_axum_buffers": bare_axum.to_json(),
         "bare_small_buffers": bare_small.to_json(),
         "chat_axum_serve": axum_serve.to_json(),
+        "chat_server_sent_events": sse.to_json(),
+        "chat_long_polling": long_polling.to_json(),
     });
     let lost_note = if lost > 0 {
         format!("; {lost} clients lost during the runs")
@@ -186,6 +208,39 @@ pub async fn run(settings: &Settings) -> BenchResult<Vec<Row>> {
         )
         .note("baseline = the chat example served by plain axum::serve (--axum-serve)"),
         Row::new(
+            "B9.6",
+            &format!("{}k idle SSE clients, chat example", http_count / 1000),
+            "RSS per idle SSE client",
+            Unit::Bytes,
+            Some(sse.rss_per()),
+            Some(small.rss_per()),
+            Target::None,
+        )
+        .note(format!(
+            "event stream + keep-alive POST connection (a Ping every {} s); baseline = an idle \
+             WebSocket; idle CPU {:.0} ns per client per second",
+            PING_EVERY.as_secs(),
+            sse.cpu_ns_per_conn_s()
+        )),
+        Row::new(
+            "B9.7",
+            &format!(
+                "{}k idle long-polling clients, chat example",
+                http_count / 1000
+            ),
+            "RSS per idle long-polling client",
+            Unit::Bytes,
+            Some(long_polling.rss_per()),
+            Some(small.rss_per()),
+            Target::None,
+        )
+        .note(format!(
+            "a waiting poll + keep-alive POST connection (a Ping every {} s); baseline = an \
+             idle WebSocket; idle CPU {:.0} ns per client per second",
+            PING_EVERY.as_secs(),
+            long_polling.cpu_ns_per_conn_s()
+        )),
+        Row::new(
             "B9.3",
             &scenario,
             "connects (handshake done)",
@@ -213,25 +268,64 @@ pub async fn run(settings: &Settings) -> BenchResult<Vec<Row>> {
     ])
 }
 
+/// How the idle clients connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    WebSocket,
+    /// Server-Sent Events: the event stream, and a keep-alive connection
+    /// for the POSTed Pings, as a browser holds.
+    EventStream,
+    /// Long polling: a poll always waiting, and a keep-alive connection for
+    /// the POSTed Pings.
+    LongPolling,
+}
+
 /// Starts `binary`, connects the warm-up batch and `count` idle clients and
 /// takes the readings.
 async fn measure(binary: &Path, args: &[&str], count: usize) -> BenchResult<Readings> {
+    measure_kind(binary, args, count, Kind::WebSocket).await
+}
+
+/// [`measure`] with clients of `kind`.
+async fn measure_kind(
+    binary: &Path,
+    args: &[&str],
+    count: usize,
+    kind: Kind,
+) -> BenchResult<Readings> {
     let server = ChatServer::spawn(binary, args).await?;
     let pid = server.pid().ok_or("the server exited")?;
     let address = server.address().to_owned();
     let cancel = CancellationToken::new();
     let lost = Arc::new(AtomicU64::new(0));
+    // The HTTP transports' client tasks, stopped at the end.
+    let http_tasks = Arc::new(parking_lot::Mutex::new(Vec::new()));
 
     let connect_all = |from: usize, n: usize| {
         let (address, cancel, lost) = (address.clone(), cancel.clone(), lost.clone());
+        let http_tasks = http_tasks.clone();
         windowed(n, WINDOW, move |i| {
             let (address, cancel, lost) = (address.clone(), cancel.clone(), lost.clone());
+            let http_tasks = http_tasks.clone();
             async move {
-                match connect(&address).await {
-                    Ok(socket) => {
+                let ignore: OnRecord = Arc::new(|_, _| {});
+                let opened = match kind {
+                    Kind::WebSocket => connect(&address).await.map(|socket| {
                         tokio::spawn(idle_client(socket, from + i, cancel, lost));
-                        true
+                    }),
+                    Kind::EventStream => {
+                        http_clients::event_stream_client(&address, ignore, Some(PING_EVERY))
+                            .await
+                            .map(|task| http_tasks.lock().push(task))
                     }
+                    Kind::LongPolling => {
+                        http_clients::long_polling_client(&address, ignore, Some(PING_EVERY))
+                            .await
+                            .map(|task| http_tasks.lock().push(task))
+                    }
+                };
+                match opened {
+                    Ok(()) => true,
                     Err(e) => {
                         tracing::warn!("B9: a connection failed: {e}");
                         false
@@ -259,6 +353,14 @@ async fn measure(binary: &Path, args: &[&str], count: usize) -> BenchResult<Read
         tokio::time::sleep(IDLE_WINDOW).await;
         let cpu_secs = cpu_seconds(pid)? - cpu_start;
         let window_secs = window_start.elapsed().as_secs_f64();
+        // An HTTP-transport client whose task ended was dropped by the
+        // server.
+        let ended = http_tasks
+            .lock()
+            .iter()
+            .filter(|task| task.is_finished())
+            .count();
+        lost.fetch_add(ended as u64, Ordering::Relaxed);
         Ok::<_, super::BoxError>(Readings {
             connections: count,
             rss_before,
@@ -271,6 +373,9 @@ async fn measure(binary: &Path, args: &[&str], count: usize) -> BenchResult<Read
     }
     .await;
     cancel.cancel();
+    for task in http_tasks.lock().drain(..) {
+        task.abort();
+    }
     // Let the clients close their sockets before the server goes.
     tokio::time::sleep(Duration::from_millis(500)).await;
     drop(server);

@@ -141,6 +141,7 @@ async fn open(address: &str) -> BenchResult<(String, TcpStream)> {
 pub async fn event_stream_client(
     address: &str,
     on_record: OnRecord,
+    ping_every: Option<Duration>,
 ) -> BenchResult<JoinHandle<()>> {
     let (token, mut stream) = open(address).await?;
     let head = format!(
@@ -167,11 +168,51 @@ pub async fn event_stream_client(
     if !answer.starts_with(b"{}\x1e") {
         return Err(format!("handshake refused: {}", String::from_utf8_lossy(&answer)).into());
     }
+    let pings = pinger(address.to_owned(), token, ping_every);
     Ok(tokio::spawn(async move {
-        while let Some(data) = next_data(&mut stream, &mut pending).await {
-            records(super::now_ns(), &data, &on_record);
+        let reading = async {
+            while let Some(data) = next_data(&mut stream, &mut pending).await {
+                records(super::now_ns(), &data, &on_record);
+            }
+        };
+        tokio::select! {
+            () = reading => {}
+            () = pings => {}
         }
     }))
+}
+
+/// With `every`, POSTs a Ping for connection `token` at that interval, on a
+/// keep-alive connection of its own, as a browser client does (the
+/// official clients ping every 15 s whatever the transport); without,
+/// never completes. Completes when the server stops answering.
+async fn pinger(address: String, token: String, every: Option<Duration>) {
+    let Some(every) = every else {
+        return std::future::pending().await;
+    };
+    let Ok(mut stream) = TcpStream::connect(&address).await else {
+        return;
+    };
+    let ping = b"{\"type\":6}\x1e";
+    let head = format!(
+        "POST {HUB_PATH}?id={token} HTTP/1.1\r\nHost: {address}\r\nContent-Length: {}\r\n\r\n",
+        ping.len()
+    );
+    let mut pending = Vec::new();
+    let mut interval = tokio::time::interval(every);
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        let sent = async {
+            stream.write_all(head.as_bytes()).await?;
+            stream.write_all(ping).await?;
+            read_response(&mut stream, &mut pending).await
+        };
+        match sent.await {
+            Ok(response) if response.status == 200 => {}
+            _ => return,
+        }
+    }
 }
 
 /// The next `data:` field of the event stream; `None` when it ends. Whole
@@ -198,6 +239,7 @@ async fn next_data(stream: &mut TcpStream, pending: &mut Vec<u8>) -> Option<Vec<
 pub async fn long_polling_client(
     address: &str,
     on_record: OnRecord,
+    ping_every: Option<Duration>,
 ) -> BenchResult<JoinHandle<()>> {
     let (token, mut stream) = open(address).await?;
     let poll = format!("GET {HUB_PATH}?id={token} HTTP/1.1\r\nHost: {address}\r\n\r\n");
@@ -221,17 +263,24 @@ pub async fn long_polling_client(
         .into());
     }
     records(super::now_ns(), &answer.body[3..], &on_record);
+    let pings = pinger(address.to_owned(), token, ping_every);
     Ok(tokio::spawn(async move {
-        loop {
-            if stream.write_all(poll.as_bytes()).await.is_err() {
-                return;
-            }
-            match read_response(&mut stream, &mut pending).await {
-                Ok(response) if response.status == 200 => {
-                    records(super::now_ns(), &response.body, &on_record);
+        let polling = async {
+            loop {
+                if stream.write_all(poll.as_bytes()).await.is_err() {
+                    return;
                 }
-                _ => return,
+                match read_response(&mut stream, &mut pending).await {
+                    Ok(response) if response.status == 200 => {
+                        records(super::now_ns(), &response.body, &on_record);
+                    }
+                    _ => return,
+                }
             }
+        };
+        tokio::select! {
+            () = polling => {}
+            () = pings => {}
         }
     }))
 }
