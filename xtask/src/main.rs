@@ -5,7 +5,7 @@
 //! and starts a private instance for the tests. The crate uses the standard library only.
 //!
 //! `main` parses the command line and dispatches; [`redis`] finds, installs and runs
-//! `redis-server`; [`cluster`] runs three of them as a Redis Cluster; [`test`] holds the steps of `cargo xtask test`; [`bench`] those of
+//! `redis-server`; [`cluster`] runs three of them as a Redis Cluster; [`test`](mod@test) holds the steps of `cargo xtask test`; [`bench`](mod@bench) those of
 //! `cargo xtask bench`; [`fuzz`] builds and runs the fuzz targets; [`demo`] runs two chat
 //! servers on one Redis; [`tools`] finds or installs the browser for the browser test;
 //! [`python`] makes the virtualenv of the Python interop test.
@@ -32,14 +32,15 @@ Usage: cargo xtask <command> [options]
 
 Commands:
   test [--no-lint] [-- <cargo test args>...]
-      Check formatting (cargo fmt) and lints (cargo clippy, warnings denied),
+      Check formatting (cargo fmt), lints (cargo clippy) and the API docs
+      (cargo doc --no-deps: broken links, undocumented items), warnings denied,
       find or install redis-server and start it on a free loopback port, and a
       Redis Cluster of three masters beside it, then run
       `cargo test --workspace --all-targets` and `cargo test --workspace --doc`
       with SWITCHBOARD_REDIS_URL, SWITCHBOARD_REDIS_SERVER and
       SWITCHBOARD_REDIS_CLUSTER_URL set. Every step runs; a summary follows,
       and the exit status is non-zero if any failed.
-        --no-lint   skip cargo fmt and cargo clippy
+        --no-lint   skip cargo fmt, cargo clippy and cargo doc
         -- <args>   pass <args> to both cargo test runs (a test name filter,
                     `-p <crate>`, or `-- --nocapture` for the test binaries)
 

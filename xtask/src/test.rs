@@ -125,7 +125,8 @@ impl fmt::Display for Step {
     }
 }
 
-/// The lint steps: formatting and clippy with warnings denied, over the whole workspace.
+/// The lint steps: formatting, clippy and rustdoc (broken intra-doc links, undocumented
+/// items), with warnings denied, over the whole workspace.
 fn lint_steps() -> Vec<Step> {
     vec![
         Step::cargo("fmt", &["fmt", "--all", "--", "--check"]),
@@ -140,6 +141,8 @@ fn lint_steps() -> Vec<Step> {
                 "warnings",
             ],
         ),
+        Step::cargo("doc", &["doc", "--workspace", "--no-deps"])
+            .with_env("RUSTDOCFLAGS", "-D warnings"),
     ]
 }
 
@@ -497,6 +500,7 @@ mod tests {
             [
                 "fmt",
                 "clippy",
+                "doc",
                 "test",
                 "doctest",
                 "chat-build",
@@ -510,10 +514,10 @@ mod tests {
                 "fuzz"
             ]
         );
-        assert!(steps[..2].iter().all(|step| !step.needs_redis));
-        assert!(steps[2..4].iter().all(|step| step.needs_redis));
+        assert!(steps[..3].iter().all(|step| !step.needs_redis));
+        assert!(steps[3..5].iter().all(|step| step.needs_redis));
         assert!(
-            steps[2..4]
+            steps[3..5]
                 .iter()
                 .all(|step| step.args.last() == Some(&OsString::from("--nocapture")))
         );
@@ -566,7 +570,7 @@ mod tests {
         };
         let names: Vec<_> = plan(&options).iter().map(|step| step.name).collect();
         assert_eq!(names[..2], ["test", "doctest"]);
-        assert!(!names.contains(&"fmt") && !names.contains(&"clippy"));
+        assert!(!names.contains(&"fmt") && !names.contains(&"clippy") && !names.contains(&"doc"));
     }
 
     #[test]
