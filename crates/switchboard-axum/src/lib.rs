@@ -173,6 +173,7 @@
 mod auth;
 mod drain;
 mod frames;
+mod health;
 mod http;
 mod options;
 mod router;
@@ -183,6 +184,7 @@ mod websocket;
 
 pub use auth::{AuthRejection, Authenticator};
 pub use drain::Endpoint;
+pub use health::health;
 pub use options::SignalROptions;
 pub use router::{endpoint, router};
 pub use serve::{ServeOptions, ServeStats, ServeStatsHandle, Server};

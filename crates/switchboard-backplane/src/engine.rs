@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use switchboard_channels::{ChannelKind, Channels};
 use switchboard_core::protocol::{Completion, Outcome, Protocol, RawValue};
 use switchboard_core::{
-    ClientResponse, Connection, ConnectionId, ConnectionStore, Error, HubLifetimeManager,
+    ClientResponse, Connection, ConnectionId, ConnectionStore, Error, Health, HubLifetimeManager,
     InvokeOptions, ManagerStats, PendingInvocations, Result, ResultSender, SerializedMessage,
     outcome_to_result, wait_for_response,
 };
@@ -137,6 +137,33 @@ struct Counters {
     /// Client results that could not be forwarded (rate-limits their
     /// warnings).
     unforwarded: AtomicU64,
+    /// When the last publish succeeded: nanoseconds since `started`, plus
+    /// one (0: never).
+    last_publish: AtomicU64,
+    /// What `last_publish` counts from.
+    started: Option<Instant>,
+}
+
+impl Counters {
+    fn new() -> Counters {
+        Counters {
+            started: Some(Instant::now()),
+            ..Counters::default()
+        }
+    }
+
+    fn published_now(&self) {
+        if let Some(started) = self.started {
+            let since = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
+            self.last_publish.store(since + 1, Ordering::Relaxed);
+        }
+    }
+
+    fn since_last_publish(&self) -> Option<Duration> {
+        let at = self.last_publish.load(Ordering::Relaxed).checked_sub(1)?;
+        let started = self.started?;
+        Some(started.elapsed().saturating_sub(Duration::from_nanos(at)))
+    }
 }
 
 fn bump(counter: &AtomicU64) {
@@ -218,7 +245,7 @@ impl<D: BackplaneDriver> ScaleOutManager<D> {
             acks: Mutex::new(HashMap::new()),
             next_ack: AtomicU64::new(1),
             commands,
-            counters: Counters::default(),
+            counters: Counters::new(),
             shutdown: CancellationToken::new(),
             tasks: Mutex::new(Vec::new()),
         });
@@ -346,6 +373,7 @@ impl<D: BackplaneDriver> Inner<D> {
         match self.driver.publish(channel, envelope).await {
             Ok(receivers) => {
                 bump(&self.counters.published);
+                self.counters.published_now();
                 Ok(receivers)
             }
             Err(e) => {
@@ -1281,5 +1309,14 @@ impl<D: BackplaneDriver> HubLifetimeManager for ScaleOutManager<D> {
         stats.pending_client_results = self.inner.results.len();
         stats.forwarded_client_results = self.inner.forwarded.len();
         stats
+    }
+
+    fn health(&self) -> Health {
+        let mut health = Health::local();
+        health.backplane_connected = self.inner.driver.is_connected();
+        health.since_last_publish = self.inner.counters.since_last_publish();
+        health.pending_subscriptions = self.inner.subscriptions.pending();
+        health.backplane_lagged = self.inner.counters.lagged.load(Ordering::Relaxed);
+        health
     }
 }

@@ -91,6 +91,11 @@ impl Subscriptions {
         self.in_flight.load(Ordering::Acquire) > 0
     }
 
+    /// How many queued ops are not done yet.
+    pub(crate) fn pending(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
     /// Queues `op`; the receiver tells whether the backplane applied it.
     ///
     /// Must be called while holding the manager's membership lock, so that

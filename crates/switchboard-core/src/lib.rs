@@ -86,6 +86,7 @@ pub use switchboard_hub_protocol as protocol;
 
 mod connection;
 mod error;
+mod health;
 mod hub;
 mod id;
 mod manager;
@@ -101,6 +102,7 @@ pub use connection::{
     SlowConsumerPolicy,
 };
 pub use error::{BoxError, Error, Result};
+pub use health::Health;
 pub use hub::{
     ArgumentError, Arguments, CallContext, Client, Clients, DEFAULT_CLIENT_RESULT_TIMEOUT,
     DEFAULT_MAX_QUEUED_INVOCATIONS, DEFAULT_MAX_STREAMS_PER_CONNECTION,

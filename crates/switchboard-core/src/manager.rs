@@ -3,6 +3,7 @@ use async_trait::async_trait;
 use crate::ConnectionId;
 use crate::connection::Connection;
 use crate::error::Result;
+use crate::health::Health;
 use crate::message::SerializedMessage;
 use crate::pending::{ClientResponse, InvokeOptions};
 use crate::protocol::Completion;
@@ -123,4 +124,10 @@ pub trait HubLifetimeManager: Send + Sync + std::fmt::Debug + 'static {
 
     /// The manager's counters.
     fn stats(&self) -> ManagerStats;
+
+    /// Whether the manager can serve now (its backplane is reachable), for
+    /// a health endpoint. Managers without a backplane are always serving.
+    fn health(&self) -> Health {
+        Health::local()
+    }
 }

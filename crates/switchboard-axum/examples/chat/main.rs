@@ -195,9 +195,11 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
     if let Some(window) = args.reconnect_window {
         options = options.stateful_reconnect_window(window);
     }
-    let (chat_router, chat) = endpoint("/hubs/chat", chat_hub(manager), options);
+    let (chat_router, chat) = endpoint("/hubs/chat", chat_hub(manager.clone()), options);
     let app = Router::new()
         .route("/", get(index))
+        // 200 while serving, 503 while Redis is away.
+        .route("/healthz", switchboard_axum::health(manager))
         .route("/style.css", get(style))
         .route("/app.js", get(script))
         .merge(chat_router);
