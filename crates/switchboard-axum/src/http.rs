@@ -448,6 +448,10 @@ impl ClientSink for EventSink {
         self.ended.cancel();
     }
 
+    fn transport_name(&self) -> &'static str {
+        "server_sent_events"
+    }
+
     fn carries_binary(&self) -> bool {
         false
     }
@@ -473,6 +477,10 @@ struct PollSink {
 }
 
 impl ClientSink for PollSink {
+    fn transport_name(&self) -> &'static str {
+        "long_polling"
+    }
+
     async fn send(&mut self, mut frames: Bytes, _binary: bool) -> Result<(), String> {
         let connection = &self.connection;
         loop {

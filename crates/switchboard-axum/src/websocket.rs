@@ -316,6 +316,10 @@ impl<Io: AsyncWrite + Unpin + Send> Writer<Io> {
 }
 
 impl<Io: AsyncRead + AsyncWrite + Unpin + Send> ClientSink for Writer<Io> {
+    fn transport_name(&self) -> &'static str {
+        "websockets"
+    }
+
     async fn send(&mut self, frames: Bytes, binary: bool) -> Result<(), String> {
         // Text hub protocols write UTF-8 by construction.
         let opcode = if binary {

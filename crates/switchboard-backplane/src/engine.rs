@@ -370,7 +370,11 @@ impl<D: BackplaneDriver> Inner<D> {
                 limit: self.options.max_envelope_size,
             });
         }
-        match self.driver.publish(channel, envelope).await {
+        let started = Instant::now();
+        let published = self.driver.publish(channel, envelope).await;
+        metrics::histogram!(switchboard_core::metrics::BACKPLANE_PUBLISH_DURATION)
+            .record(started.elapsed().as_secs_f64());
+        match published {
             Ok(receivers) => {
                 bump(&self.counters.published);
                 self.counters.published_now();

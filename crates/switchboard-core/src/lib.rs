@@ -92,6 +92,7 @@ mod id;
 mod manager;
 mod memory;
 mod message;
+pub mod metrics;
 mod outbound;
 mod pending;
 mod stats;

@@ -123,6 +123,13 @@ pub trait ClientSink: Send {
         true
     }
 
+    /// The transport's name, for the `transport` label of the connection
+    /// metrics (a fixed set: `websockets`, `server_sent_events`,
+    /// `long_polling`, `in_memory`, ...).
+    fn transport_name(&self) -> &'static str {
+        "unknown"
+    }
+
     /// How much of the queue one [`send`](Self::send) may carry.
     fn batch_limits(&self) -> BatchLimits {
         BatchLimits::STREAMING
@@ -273,6 +280,7 @@ pub async fn run<S: ClientStream, K: ClientSink, G: Send>(
         .is_some()
         .then(|| Box::new(Replay::new(options.stateful_reconnect_buffer_size)));
     tracing::debug!(%connection_id, %protocol, user = connection.user(), stateful = replay.is_some(), "connected");
+    let _counted = OpenGauge::new(sink.transport_name(), protocol);
 
     let mut transport = Transport { stream, sink };
     // For a transport that replaces a lost one: the Sequence and the
@@ -397,6 +405,27 @@ pub async fn run<S: ClientStream, K: ClientSink, G: Send>(
     session.close(error).await;
     drop(open);
     drop(guard);
+}
+
+/// Counts a connection in `switchboard_connections` while it lives.
+struct OpenGauge(metrics::Gauge);
+
+impl OpenGauge {
+    fn new(transport: &'static str, protocol: Protocol) -> OpenGauge {
+        let gauge = metrics::gauge!(
+            switchboard_core::metrics::CONNECTIONS,
+            "transport" => transport,
+            "protocol" => protocol.name(),
+        );
+        gauge.increment(1.0);
+        OpenGauge(gauge)
+    }
+}
+
+impl Drop for OpenGauge {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }
 
 /// What the reader and the writer of one transport share.

@@ -766,6 +766,10 @@ impl ClientStream for PipeStream {
 struct PipeSink(mpsc::Sender<Bytes>);
 
 impl ClientSink for PipeSink {
+    fn transport_name(&self) -> &'static str {
+        "in_memory"
+    }
+
     async fn send(&mut self, frames: Bytes, _binary: bool) -> Result<(), String> {
         self.0
             .send(frames)

@@ -195,11 +195,25 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
     if let Some(window) = args.reconnect_window {
         options = options.stateful_reconnect_window(window);
     }
-    let (chat_router, chat) = endpoint("/hubs/chat", chat_hub(manager.clone()), options);
+    let hub = chat_hub(manager.clone());
+    let (chat_router, chat) = endpoint("/hubs/chat", hub.clone(), options);
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    switchboard_core::metrics::describe();
     let app = Router::new()
         .route("/", get(index))
         // 200 while serving, 503 while Redis is away.
-        .route("/healthz", switchboard_axum::health(manager))
+        .route("/healthz", switchboard_axum::health(manager.clone()))
+        // Prometheus text format; the counters are read at each scrape.
+        .route(
+            "/metrics",
+            get(move || {
+                let (manager, hub, metrics) = (manager.clone(), hub.clone(), metrics.clone());
+                async move {
+                    switchboard_core::metrics::record(&manager.stats(), &hub.stats());
+                    metrics.render()
+                }
+            }),
+        )
         .route("/style.css", get(style))
         .route("/app.js", get(script))
         .merge(chat_router);

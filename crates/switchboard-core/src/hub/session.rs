@@ -5,6 +5,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -17,6 +18,7 @@ use super::upload::Uploads;
 use super::{ArgumentError, Arguments, CallContext, Hub, HubError, Method, Reply};
 use crate::connection::{Connection, Delivery};
 use crate::error::Result;
+use crate::metrics;
 use crate::protocol::{Completion, HubMessage, Invocation, Outcome, Protocol, RawValue};
 
 /// One connected client of a [`Hub`]: the transport adapter feeds it the
@@ -146,6 +148,15 @@ impl fmt::Debug for HubSession {
 /// The error text a client gets when the method it invoked panicked (the
 /// wording of SignalR without detailed errors: the panic's own message
 /// stays in the server's log).
+/// The `kind` and `outcome` labels of the invocation metrics.
+const UNARY: &str = "unary";
+const STREAM: &str = "stream";
+const OK: &str = "ok";
+const ERROR: &str = "error";
+const PANIC: &str = "panic";
+const REFUSED: &str = "refused";
+const CANCELLED: &str = "cancelled";
+
 fn unexpected_error(target: &str) -> String {
     format!("An unexpected error occurred invoking '{target}' on the server.")
 }
@@ -398,8 +409,12 @@ impl HubSession {
         } = invocation;
         let id = invocation_id.as_deref();
         let method = match self.hub.inner.methods.get(&target) {
-            None => return self.reply_error(id, &format!("Unknown hub method '{target}'")),
+            None => {
+                metrics::invocation(metrics::UNKNOWN_METHOD, UNARY, REFUSED, None);
+                return self.reply_error(id, &format!("Unknown hub method '{target}'"));
+            }
             Some(Method::Stream(_)) => {
+                metrics::invocation(&target, UNARY, REFUSED, None);
                 return self.reply_error(
                     id,
                     &format!("The client attempted to invoke the streaming '{target}' method with a non-streaming invocation."),
@@ -417,7 +432,10 @@ impl HubSession {
             method(ctx, &mut arguments)
         }) {
             Ok(future) => future,
-            Err(error) => return self.reply_error(id, &error),
+            Err(error) => {
+                metrics::invocation(&target, UNARY, REFUSED, None);
+                return self.reply_error(id, &error);
+            }
         };
         let ready = Ready {
             target,
@@ -486,8 +504,12 @@ impl HubSession {
         // The parser guarantees an id on stream invocations; be defensive.
         let Some(id) = invocation_id else { return };
         let method = match self.hub.inner.methods.get(&target) {
-            None => return self.reply_error(Some(&id), &format!("Unknown hub method '{target}'")),
+            None => {
+                metrics::invocation(metrics::UNKNOWN_METHOD, STREAM, REFUSED, None);
+                return self.reply_error(Some(&id), &format!("Unknown hub method '{target}'"));
+            }
             Some(Method::Unary(_)) => {
+                metrics::invocation(&target, STREAM, REFUSED, None);
                 return self.reply_error(
                     Some(&id),
                     &format!("The client attempted to invoke the non-streaming '{target}' method with a streaming invocation."),
@@ -501,6 +523,7 @@ impl HubSession {
         let limit = self.hub.inner.options.max_streams_per_connection.max(1);
         if self.state.streams.fetch_add(1, Ordering::Relaxed) >= limit {
             self.state.streams.fetch_sub(1, Ordering::Relaxed);
+            metrics::invocation(&target, STREAM, REFUSED, None);
             return self.reply_error(
                 Some(&id),
                 &format!("The connection already has {limit} streams running, the most allowed."),
@@ -514,22 +537,31 @@ impl HubSession {
             method(ctx, &mut arguments)
         }) {
             Ok(future) => future,
-            Err(error) => return self.reply_error(Some(&id), &error),
+            Err(error) => {
+                metrics::invocation(&target, STREAM, REFUSED, None);
+                return self.reply_error(Some(&id), &error);
+            }
         };
         let hub = self.hub.clone();
         let connection = self.connection.clone();
         tokio::spawn(async move {
             let protocol = connection.protocol();
+            let started = Instant::now();
             let run = AssertUnwindSafe(run_stream(&connection, &id, future)).catch_unwind();
-            let outcome = tokio::select! {
-                outcome = run => outcome.unwrap_or_else(|panic| {
-                    hub.record_panic(&target, &connection, panic.as_ref());
-                    Outcome::Error(unexpected_error(&target))
-                }),
+            let (outcome, how) = tokio::select! {
+                outcome = run => match outcome {
+                    Ok(Outcome::Error(error)) => (Outcome::Error(error), ERROR),
+                    Ok(outcome) => (outcome, OK),
+                    Err(panic) => {
+                        hub.record_panic(&target, &connection, panic.as_ref());
+                        (Outcome::Error(unexpected_error(&target)), PANIC)
+                    }
+                },
                 // Cancelled by the client (or the session closed): end
                 // quietly, as a completion without error.
-                () = token.cancelled() => Outcome::Void,
+                () = token.cancelled() => (Outcome::Void, CANCELLED),
             };
+            metrics::invocation(&target, STREAM, how, Some(started.elapsed()));
             drop(slot);
             drop(tracked);
             if !connection.is_closed() {
@@ -628,13 +660,16 @@ async fn run_unary(hub: &Hub, connection: &Connection, ready: Ready) {
         future,
         tracked,
     } = ready;
-    let reply = AssertUnwindSafe(future)
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|panic| {
+    let started = Instant::now();
+    let (reply, how) = match AssertUnwindSafe(future).catch_unwind().await {
+        Ok(Ok(reply)) => (Ok(reply), OK),
+        Ok(Err(e)) => (Err(e), ERROR),
+        Err(panic) => {
             hub.record_panic(&target, connection, panic.as_ref());
-            Err(HubError::new(unexpected_error(&target)))
-        });
+            (Err(HubError::new(unexpected_error(&target))), PANIC)
+        }
+    };
+    metrics::invocation(&target, UNARY, how, Some(started.elapsed()));
     // The id is free again before the client learns the call is over.
     drop(tracked);
     match invocation_id {
