@@ -113,3 +113,60 @@ async fn bogus_completions_do_not_flood_the_warn_log() {
         "{warnings} warnings for 3000 bogus completions"
     );
 }
+
+// A current-thread runtime: the session's and the hub's tasks log on the
+// capturing thread.
+#[tokio::test]
+async fn connections_and_invocations_run_in_spans_with_their_fields() {
+    use std::sync::Arc;
+
+    use switchboard_core::{CallContext, Hub, HubError, InMemoryHubLifetimeManager};
+    use switchboard_testing::TestClient;
+
+    let (logs, _guard) = CapturedLogs::start();
+    let hub = Hub::builder()
+        .method(
+            "Shout",
+            |_ctx: CallContext, (text,): (String,)| async move {
+                tracing::info!(%text, "inside the method");
+                Ok::<_, HubError>(())
+            },
+        )
+        .build(Arc::new(InMemoryHubLifetimeManager::new()));
+    let mut client = TestClient::builder(&hub)
+        .user("alice")
+        .connect()
+        .await
+        .unwrap();
+    client.invoke::<()>("Shout", ("hey",)).await.unwrap();
+    let id = client.id().to_string();
+    client.close().await.unwrap();
+
+    let text = logs.text();
+    let connected = text
+        .lines()
+        .find(|line| line.contains("connected"))
+        .unwrap_or_else(|| panic!("no `connected` event:\n{text}"));
+    for field in [
+        format!("connection{{connection_id={id}"),
+        "user=true".to_owned(),
+        "transport=\"in_memory\"".to_owned(),
+        "protocol=\"json\"".to_owned(),
+    ] {
+        assert!(
+            connected.contains(&field),
+            "{field} missing from: {connected}"
+        );
+    }
+    let inside = text
+        .lines()
+        .find(|line| line.contains("inside the method"))
+        .unwrap_or_else(|| panic!("no event from the method:\n{text}"));
+    for field in [
+        format!("invocation{{connection_id={id}"),
+        "method=Shout".to_owned(),
+        "invocation_id=\"1\"".to_owned(),
+    ] {
+        assert!(inside.contains(&field), "{field} missing from: {inside}");
+    }
+}

@@ -20,6 +20,7 @@ use switchboard_core::{
     Connection, ConnectionId, ConnectionOptions, ConnectionReceiver, HubSession,
 };
 use tokio::time::{Duration, Instant};
+use tracing::Instrument;
 
 use crate::flag::Flag;
 use crate::sessions::{DRAIN_REASON, Sessions};
@@ -194,7 +195,28 @@ pub struct Transport<S, K> {
 /// handshake makes the connection stateful, a lost transport is waited for
 /// (up to the reconnect window) and replaced, and a new one arriving while
 /// the old one seems alive takes its place (the client knows best).
-pub async fn run<S: ClientStream, K: ClientSink, G: Send>(
+///
+/// The session runs in a `connection` span (at debug level, so that an
+/// idle connection costs nothing with the usual `info` filter) with the
+/// connection id, whether it has a user, the transport and, once the
+/// handshake is done, the protocol.
+pub fn run<S: ClientStream, K: ClientSink, G: Send>(
+    shared: Arc<Sessions>,
+    transport: Transport<S, K>,
+    accepted: Accepted<G>,
+    reattach: Option<Arc<Handoff<Transport<S, K>>>>,
+) -> impl Future<Output = ()> + Send {
+    let span = tracing::debug_span!(
+        "connection",
+        connection_id = %accepted.connection_id,
+        user = accepted.user.is_some(),
+        transport = transport.sink.transport_name(),
+        protocol = tracing::field::Empty,
+    );
+    serve(shared, transport, accepted, reattach).instrument(span)
+}
+
+async fn serve<S: ClientStream, K: ClientSink, G: Send>(
     shared: Arc<Sessions>,
     transport: Transport<S, K>,
     accepted: Accepted<G>,
@@ -279,6 +301,7 @@ pub async fn run<S: ClientStream, K: ClientSink, G: Send>(
     let replay = reattach
         .is_some()
         .then(|| Box::new(Replay::new(options.stateful_reconnect_buffer_size)));
+    tracing::Span::current().record("protocol", protocol.name());
     tracing::debug!(%connection_id, %protocol, user = connection.user(), stateful = replay.is_some(), "connected");
     let _counted = OpenGauge::new(sink.transport_name(), protocol);
 

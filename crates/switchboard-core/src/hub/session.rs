@@ -13,6 +13,7 @@ use futures::{FutureExt, StreamExt};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::upload::Uploads;
 use super::{ArgumentError, Arguments, CallContext, Hub, HubError, Method, Reply};
@@ -547,7 +548,14 @@ impl HubSession {
         tokio::spawn(async move {
             let protocol = connection.protocol();
             let started = Instant::now();
-            let run = AssertUnwindSafe(run_stream(&connection, &id, future)).catch_unwind();
+            let span = tracing::debug_span!(
+                "stream",
+                connection_id = %connection.id(),
+                method = %target,
+                invocation_id = %id,
+            );
+            let run = AssertUnwindSafe(run_stream(&connection, &id, future).instrument(span))
+                .catch_unwind();
             let (outcome, how) = tokio::select! {
                 outcome = run => match outcome {
                     Ok(Outcome::Error(error)) => (Outcome::Error(error), ERROR),
@@ -661,7 +669,16 @@ async fn run_unary(hub: &Hub, connection: &Connection, ready: Ready) {
         tracked,
     } = ready;
     let started = Instant::now();
-    let (reply, how) = match AssertUnwindSafe(future).catch_unwind().await {
+    let span = tracing::debug_span!(
+        "invocation",
+        connection_id = %connection.id(),
+        method = %target,
+        invocation_id = invocation_id.as_deref(),
+    );
+    let (reply, how) = match AssertUnwindSafe(future.instrument(span))
+        .catch_unwind()
+        .await
+    {
         Ok(Ok(reply)) => (Ok(reply), OK),
         Ok(Err(e)) => (Err(e), ERROR),
         Err(panic) => {
