@@ -26,9 +26,20 @@ impl Node {
 
     /// Starts `binary` on `hub`, on the Redis (node or cluster) at `url`.
     pub async fn start_on(binary: &str, url: &str, hub: &str) -> Node {
+        Node::start_with(binary, url, hub, &[]).await
+    }
+
+    /// Starts `binary` on `hub` at `url` as an emitter (`--emitter`): it
+    /// sends and hosts no connections.
+    pub async fn start_emitter_on(binary: &str, url: &str, hub: &str) -> Node {
+        Node::start_with(binary, url, hub, &["--emitter"]).await
+    }
+
+    async fn start_with(binary: &str, url: &str, hub: &str, extra: &[&str]) -> Node {
         let mut child = Command::new(binary)
             .arg(url)
             .arg(hub)
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)

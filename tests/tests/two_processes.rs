@@ -42,3 +42,50 @@ async fn messages_cross_between_two_processes() {
     assert_eq!(b.run(&format!("conn {a_conn} hi alice")).await, "ok");
     assert_eq!(a.line().await, "recv alice hi alice");
 }
+
+/// A worker process that hosts no connections sends to the connections of
+/// a server process (all, group, user, connection, a group change), and
+/// does not listen on the hub's broadcast channel: its traffic never
+/// reaches it.
+#[tokio::test]
+async fn an_emitter_process_reaches_a_servers_connections_and_hears_nothing() {
+    use switchboard_tests::redis_process::RedisProcess;
+
+    let redis = RedisProcess::start();
+    let hub = format!("emitter-{}", switchboard_core::random_token());
+    let binary = env!("CARGO_BIN_EXE_switchboard-node");
+    let mut server = Node::start_on(binary, &redis.url(), &hub).await;
+    let mut emitter = Node::start_emitter_on(binary, &redis.url(), &hub).await;
+    let bob = server.connect("bob", "bob-user").await;
+    assert_eq!(server.run("join bob room").await, "ok");
+
+    assert_eq!(emitter.run("all to everyone").await, "ok");
+    assert_eq!(server.line().await, "recv bob to everyone");
+    assert_eq!(emitter.run("group room to the room").await, "ok");
+    assert_eq!(server.line().await, "recv bob to the room");
+    assert_eq!(emitter.run("user bob-user to bob").await, "ok");
+    assert_eq!(server.line().await, "recv bob to bob");
+    assert_eq!(
+        emitter.run(&format!("conn {bob} to the connection")).await,
+        "ok"
+    );
+    assert_eq!(server.line().await, "recv bob to the connection");
+    // A group change, acknowledged by the server to the emitter.
+    assert_eq!(emitter.run(&format!("add {bob} other")).await, "ok");
+    assert_eq!(emitter.run("group other to the other group").await, "ok");
+    assert_eq!(server.line().await, "recv bob to the other group");
+
+    // Only the server listens on the broadcast channel.
+    let all = format!("{hub}:all");
+    let reply = redis.command(&format!("PUBSUB NUMSUB {all}"));
+    assert!(
+        reply.trim_end().ends_with(":1"),
+        "PUBSUB NUMSUB {all}: {reply:?}"
+    );
+    // And an emitter refuses to host a connection.
+    let refused = emitter.run("connect carol").await;
+    assert!(
+        refused.starts_with("error") && refused.contains("emitter"),
+        "{refused}"
+    );
+}

@@ -170,6 +170,19 @@ fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
+/// The channels a server listens on whatever its connections: the
+/// broadcast channel (not for an emitter, which hosts no connections) and
+/// its own acknowledgement and return channels.
+fn fixed_channels(channels: &Channels, server_name: &str, emitter: bool) -> Vec<String> {
+    let mut fixed = Vec::with_capacity(3);
+    if !emitter {
+        fixed.push(channels.all());
+    }
+    fixed.push(channels.ack(server_name));
+    fixed.push(channels.client_return(server_name));
+    fixed
+}
+
 impl<D: BackplaneDriver> fmt::Debug for ScaleOutManager<D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ScaleOutManager")
@@ -218,11 +231,7 @@ impl<D: BackplaneDriver> ScaleOutManager<D> {
         // The channels every server always listens on. They go through the
         // same ordered queue as every other subscription and are restored
         // with the rest after a reconnect.
-        let fixed = vec![
-            channels.all(),
-            channels.ack(&server_name),
-            channels.client_return(&server_name),
-        ];
+        let fixed = fixed_channels(&channels, &server_name, options.emitter);
         if !applied(vec![subscriptions.queue(Op::Resync(fixed))]).await {
             worker.abort();
             driver.shutdown().await;
@@ -579,11 +588,7 @@ impl<D: BackplaneDriver> Inner<D> {
 
     /// Every channel this server must be subscribed to now.
     fn wanted_channels(&self) -> Vec<String> {
-        let mut wanted = vec![
-            self.channels.all(),
-            self.channels.ack(&self.server_name),
-            self.channels.client_return(&self.server_name),
-        ];
+        let mut wanted = fixed_channels(&self.channels, &self.server_name, self.options.emitter);
         wanted.extend(
             self.store
                 .connection_ids()
@@ -1037,6 +1042,11 @@ async fn maintain<D: BackplaneDriver>(inner: Weak<Inner<D>>, shutdown: Cancellat
 #[async_trait]
 impl<D: BackplaneDriver> HubLifetimeManager for ScaleOutManager<D> {
     async fn on_connected(&self, connection: Connection) -> Result<()> {
+        if self.inner.options.emitter {
+            return Err(Error::InvalidConfig {
+                reason: "an emitter hosts no connections: run a server for them".to_owned(),
+            });
+        }
         let inner = &self.inner;
         let waits = {
             let _order = inner.membership.lock();

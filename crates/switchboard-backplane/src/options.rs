@@ -25,6 +25,7 @@ pub struct ScaleOutOptions {
     pub(crate) ack_timeout: Duration,
     pub(crate) max_envelope_size: usize,
     pub(crate) max_pending_group_commands: usize,
+    pub(crate) emitter: bool,
 }
 
 impl Default for ScaleOutOptions {
@@ -43,7 +44,19 @@ impl ScaleOutOptions {
             ack_timeout: Duration::from_secs(10),
             max_envelope_size: DEFAULT_MAX_ENVELOPE_SIZE,
             max_pending_group_commands: 10_000,
+            emitter: false,
         }
+    }
+
+    /// An emitter: a process that sends to the hub's connections (all,
+    /// groups, users, connections, group changes, client results) but hosts
+    /// none. It does not subscribe to the broadcast channel every server
+    /// listens on, so the hub's traffic never reaches it; only its own
+    /// acknowledgement and return channels, which carry nothing unless it
+    /// asks. Registering a connection with it is an error. Default: off.
+    pub fn emitter(mut self, emitter: bool) -> Self {
+        self.emitter = emitter;
+        self
     }
 
     /// Prepended to every channel name, so several applications can share

@@ -162,11 +162,13 @@
 mod client;
 mod cluster;
 mod driver;
+mod emitter;
 mod link;
 mod node;
 mod options;
 
 pub use driver::RedisDriver;
+pub use emitter::Emitter;
 pub use options::RedisOptions;
 pub use switchboard_backplane::ScaleOutOptions;
 

@@ -63,6 +63,13 @@ impl RedisOptions {
         self
     }
 
+    /// Connects as an emitter: see [`ScaleOutOptions::emitter`]. Use
+    /// [`Emitter::connect`](crate::Emitter::connect) for the usual case.
+    pub fn emitter(mut self, emitter: bool) -> Self {
+        self.scale_out = self.scale_out.emitter(emitter);
+        self
+    }
+
     /// The hub's name as configured.
     pub fn hub_name(&self) -> &str {
         self.scale_out.hub_name()

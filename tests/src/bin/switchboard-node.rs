@@ -3,8 +3,11 @@
 //! processes on one Redis show the backplane working across processes.
 //!
 //! ```text
-//! switchboard-node <redis-url> <hub>
+//! switchboard-node <redis-url> <hub> [--emitter]
 //! ```
+//!
+//! With `--emitter` it connects as an emitter (`switchboard_redis::Emitter`):
+//! it sends, and `connect` is refused.
 //!
 //! Commands (one per line):
 //!
@@ -35,10 +38,12 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 async fn main() {
     let mut args = std::env::args().skip(1);
     let (Some(url), Some(hub)) = (args.next(), args.next()) else {
-        eprintln!("usage: switchboard-node <redis-url> <hub>");
+        eprintln!("usage: switchboard-node <redis-url> <hub> [--emitter]");
         std::process::exit(2);
     };
-    let manager = match RedisHubLifetimeManager::connect(RedisOptions::new(url).hub(hub)).await {
+    let emitter = args.next().as_deref() == Some("--emitter");
+    let options = RedisOptions::new(url).hub(hub).emitter(emitter);
+    let manager = match RedisHubLifetimeManager::connect(options).await {
         Ok(manager) => manager,
         Err(e) => {
             eprintln!("cannot start: {e}");
@@ -63,7 +68,10 @@ async fn main() {
                     options = options.user(rest.clone());
                 }
                 let (connection, mut outbound) = Connection::new(options);
-                manager.on_connected(connection.clone()).await.unwrap();
+                if let Err(e) = manager.on_connected(connection.clone()).await {
+                    println!("error {e}");
+                    continue;
+                }
                 println!("connected {first} {}", connection.id());
                 names.insert(first.clone(), connection);
                 let name = first.clone();
