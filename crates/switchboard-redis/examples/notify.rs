@@ -55,7 +55,12 @@ async fn main() -> ExitCode {
         sent += 1;
         let text = format!("notification {sent} from a background job");
         let result = match &group {
-            Some(group) => emitter.group(group).send("message", ("notify", &text)).await,
+            Some(group) => {
+                emitter
+                    .group(group)
+                    .send("message", ("notify", &text))
+                    .await
+            }
             None => emitter.all().send("message", ("notify", &text)).await,
         };
         match result {
