@@ -52,7 +52,7 @@ pub(crate) struct Seen {
     pub(crate) ping: Option<Vec<u8>>,
     /// The client sent a Close frame; nothing after it was looked at.
     pub(crate) close: bool,
-    /// Whether the last message bytes handed on were of a binary message.
+    /// Whether the first message bytes handed on were of a binary message.
     pub(crate) binary: bool,
 }
 
@@ -141,7 +141,11 @@ impl FrameReader {
                     out.put_slice(now);
                     unmask(&mut out[start..], mask, offset);
                     let message = self.message.as_mut().expect("a data frame has its message");
-                    seen.binary = message.binary;
+                    // The first message of the read says how it came (a
+                    // handshake error is answered the same way).
+                    if start == 0 {
+                        seen.binary = message.binary;
+                    }
                     if !message.binary && !message.utf8.feed(&out[start..]) {
                         return Err(FrameError {
                             code: CLOSE_INVALID_DATA,
@@ -513,8 +517,11 @@ mod tests {
             expected.extend_from_slice(&binary);
             assert!(out == expected, "step {step}: the bytes differ");
             assert_eq!(seen.ping.as_deref(), Some(&b"are you there"[..]));
-            assert!(seen.binary);
+            // The first message handed on says how the input came.
+            assert!(!seen.binary, "step {step}");
         }
+        let (_, seen, _) = parse(1 << 20, &client_frame(true, OP_BINARY, b"b", MASK), 1);
+        assert!(seen.binary);
     }
 
     #[test]

@@ -49,6 +49,7 @@ where
         out: Out::default(),
         failed: false,
         close_code: frames::CLOSE_NORMAL,
+        closing: false,
         frames: FrameReader::new(message_limit),
         ended: false,
     }));
@@ -70,6 +71,8 @@ struct Socket<Io> {
     failed: bool,
     /// The code of the Close frame the server ends with.
     close_code: u16,
+    /// The Close frame is on its way: no control frame follows it.
+    closing: bool,
     frames: FrameReader,
     /// The client closed, or broke the protocol: nothing more is read.
     ended: bool,
@@ -133,7 +136,7 @@ impl<Io: AsyncWrite + Unpin> Socket<Io> {
 
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
-            if self.out.current.is_none() {
+            if self.out.current.is_none() && !self.closing {
                 self.out.current = self.out.control.take();
             }
             let Some(frame) = self.out.current.as_mut() else {
@@ -267,7 +270,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin + Send> Reader<Io> {
                 socket.close_code = e.code;
                 return Poll::Ready(Some(Err(ReadError::refused(e.reason))));
             }
-            if let Some(ping) = seen.ping {
+            if let Some(ping) = seen.ping.filter(|_| !socket.closing) {
                 socket.out.control = Some(OutFrame::new(frames::OP_PONG, Bytes::from(ping)));
                 let _ = socket.poll_drive(cx);
             }
@@ -296,6 +299,25 @@ impl<Io: AsyncRead + AsyncWrite + Unpin + Send> ClientStream for Reader<Io> {
 /// The socket's writing half.
 pub(crate) struct Writer<Io = UpgradedIo> {
     socket: Arc<Mutex<Socket<Io>>>,
+}
+
+/// How long a closed socket is read (and what comes dropped) waiting for
+/// the client to close its side.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(500);
+
+impl<Io: AsyncRead + Unpin + Send> Writer<Io> {
+    /// Reads and drops input until the end of the stream or an error.
+    fn poll_discard(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut socket = self.socket.lock();
+        loop {
+            let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+            let mut buf = ReadBuf::uninit(&mut chunk);
+            match ready!(Pin::new(&mut socket.io).poll_read(cx, &mut buf)) {
+                Ok(()) if !buf.filled().is_empty() => {}
+                _ => return Poll::Ready(()),
+            }
+        }
+    }
 }
 
 impl<Io: AsyncWrite + Unpin + Send> Writer<Io> {
@@ -333,7 +355,12 @@ impl<Io: AsyncRead + AsyncWrite + Unpin + Send> ClientSink for Writer<Io> {
     }
 
     async fn finish(&mut self) {
-        let code = self.socket.lock().close_code;
+        let code = {
+            let mut socket = self.socket.lock();
+            socket.closing = true;
+            socket.out.control = None;
+            socket.close_code
+        };
         let close = OutFrame::new(
             frames::OP_CLOSE,
             Bytes::copy_from_slice(&code.to_be_bytes()),
@@ -342,6 +369,11 @@ impl<Io: AsyncRead + AsyncWrite + Unpin + Send> ClientSink for Writer<Io> {
             return;
         }
         let _ = poll_fn(|cx| Pin::new(&mut self.socket.lock().io).poll_shutdown(cx)).await;
+        // What the client sent and nobody read would make the kernel answer
+        // the close with a reset, which can destroy the Close frame before
+        // the client reads it: read and drop it until the client closes
+        // too, for a moment at most.
+        let _ = tokio::time::timeout(LINGER, poll_fn(|cx| self.poll_discard(cx))).await;
     }
 }
 

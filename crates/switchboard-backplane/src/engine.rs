@@ -640,7 +640,8 @@ impl<D: BackplaneDriver> Inner<D> {
     /// under the membership lock.
     fn still_wanted(&self, channel: &str) -> bool {
         match self.channels.parse(channel) {
-            Some(ChannelKind::All) => true,
+            // An emitter never listens on the broadcast channel.
+            Some(ChannelKind::All) => !self.options.emitter,
             Some(ChannelKind::Ack(server) | ChannelKind::Return(server)) => {
                 server == self.server_name
             }
