@@ -361,6 +361,111 @@ pub async fn client_result_times_out(backend: &dyn Backend) {
     ));
 }
 
+/// Presence 1. A user's connections are listed and counted; once they are
+/// gone the user is offline.
+pub async fn presence_lists_user_connections(backend: &dyn Backend) {
+    let server = backend.server().await;
+    let first = TestClient::connect_user(&server, "ada").await;
+    let second = TestClient::connect_user(&server, "ada").await;
+    let _other = TestClient::connect_user(&server, "bob").await;
+    backend.settle().await;
+
+    let presence = within(server.user_connections("ada", 10)).await.unwrap();
+    assert_eq!(presence.count, 2);
+    assert!(presence.is_complete());
+    assert_eq!(
+        sorted(&presence.connections),
+        sorted(&[first.id().clone(), second.id().clone()])
+    );
+    assert!(within(server.is_user_online("ada")).await.unwrap());
+    assert!(!within(server.is_user_online("nobody")).await.unwrap());
+
+    server.on_disconnected(first.id()).await.unwrap();
+    let presence = within(server.user_connections("ada", 10)).await.unwrap();
+    assert_eq!(presence.connections, vec![second.id().clone()]);
+    server.on_disconnected(second.id()).await.unwrap();
+    assert!(!within(server.is_user_online("ada")).await.unwrap());
+    assert_eq!(
+        within(server.user_connections("ada", 10))
+            .await
+            .unwrap()
+            .count,
+        0
+    );
+}
+
+/// Presence 2. A group's members are counted exactly while the list stays
+/// within the limit; a limit of 0 counts only; leaving a group leaves its
+/// presence.
+pub async fn presence_counts_group_members_within_a_limit(backend: &dyn Backend) {
+    let server = backend.server().await;
+    let mut members = Vec::new();
+    for _ in 0..5 {
+        let client = TestClient::connect(&server).await;
+        server.add_to_group(client.id(), "room").await.unwrap();
+        members.push(client);
+    }
+    let outsider = TestClient::connect(&server).await;
+    server.add_to_group(outsider.id(), "other").await.unwrap();
+    backend.settle().await;
+
+    let presence = within(server.group_members("room", 3)).await.unwrap();
+    assert_eq!(presence.count, 5);
+    assert_eq!(presence.connections.len(), 3);
+    assert!(presence.is_truncated());
+    let ids: Vec<_> = members.iter().map(|m| m.id().clone()).collect();
+    assert!(presence.connections.iter().all(|id| ids.contains(id)));
+
+    let counted = within(server.group_members("room", 0)).await.unwrap();
+    assert_eq!((counted.count, counted.connections.len()), (5, 0));
+
+    server
+        .remove_from_group(members[0].id(), "room")
+        .await
+        .unwrap();
+    server.on_disconnected(members[1].id()).await.unwrap();
+    let presence = within(server.group_members("room", 100)).await.unwrap();
+    assert_eq!(sorted(&presence.connections), sorted(&ids[2..]));
+    assert_eq!(presence.count, 3);
+    assert!(!presence.is_truncated());
+}
+
+/// Presence 3. Groups and users whose names hold pattern characters or
+/// separators are their own: `*` is not a wildcard, `a:b` is not `a`.
+pub async fn presence_names_are_literal(backend: &dyn Backend) {
+    let server = backend.server().await;
+    let star = TestClient::connect_user(&server, "*").await;
+    let colon = TestClient::connect_user(&server, "a:b").await;
+    server.add_to_group(star.id(), "*").await.unwrap();
+    server.add_to_group(colon.id(), "a:b").await.unwrap();
+    backend.settle().await;
+
+    for (name, member) in [("*", &star), ("a:b", &colon)] {
+        let users = within(server.user_connections(name, 10)).await.unwrap();
+        assert_eq!(users.connections, vec![member.id().clone()], "user {name}");
+        let group = within(server.group_members(name, 10)).await.unwrap();
+        assert_eq!(group.connections, vec![member.id().clone()], "group {name}");
+    }
+    for name in ["a", "a*", "", "?"] {
+        assert_eq!(
+            within(server.group_members(name, 10)).await.unwrap().count,
+            0,
+            "group {name}"
+        );
+        assert!(
+            !within(server.is_user_online(name)).await.unwrap(),
+            "user {name}"
+        );
+    }
+}
+
+/// Connection ids in a stable order, to compare sets.
+fn sorted(ids: &[switchboard_core::ConnectionId]) -> Vec<String> {
+    let mut ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    ids.sort();
+    ids
+}
+
 // --------------------------------------------------------------- two servers
 
 /// Two servers of one backend.
@@ -850,4 +955,68 @@ pub async fn frames_are_forwarded_byte_for_byte(backend: &dyn Backend) {
     s1.send_all(&message).await.unwrap();
     assert_eq!(json_client.recv_frame().await, json);
     assert_eq!(msgpack_client.recv_frame().await, msgpack);
+}
+
+/// Presence 4. A user's connections and a group's members are answered
+/// across servers, from any server (one holding none of them, too), and
+/// leave presence when they disconnect on their server.
+pub async fn scaleout_presence_spans_servers(backend: &dyn Backend) {
+    let (s1, s2) = two(backend).await;
+    let s3 = backend.server().await;
+    let on_s1 = TestClient::connect_user(&s1, "ada").await;
+    let on_s2 = TestClient::connect_user(&s2, "ada").await;
+    let also_s2 = TestClient::connect_user(&s2, "ada").await;
+    s1.add_to_group(on_s1.id(), "room").await.unwrap();
+    s1.add_to_group(on_s2.id(), "room").await.unwrap();
+    backend.settle().await;
+    let all = sorted(&[on_s1.id().clone(), on_s2.id().clone(), also_s2.id().clone()]);
+
+    for asker in [&s1, &s2, &s3] {
+        let presence = within(asker.user_connections("ada", 10)).await.unwrap();
+        assert!(presence.is_complete());
+        assert_eq!(presence.count, 3);
+        assert_eq!(sorted(&presence.connections), all);
+        assert!(within(asker.is_user_online("ada")).await.unwrap());
+
+        let group = within(asker.group_members("room", 10)).await.unwrap();
+        assert_eq!(
+            sorted(&group.connections),
+            sorted(&[on_s1.id().clone(), on_s2.id().clone()])
+        );
+    }
+
+    s2.on_disconnected(on_s2.id()).await.unwrap();
+    let group = within(s3.group_members("room", 10)).await.unwrap();
+    assert_eq!(group.connections, vec![on_s1.id().clone()]);
+    let user = within(s3.user_connections("ada", 10)).await.unwrap();
+    assert_eq!(
+        sorted(&user.connections),
+        sorted(&[on_s1.id().clone(), also_s2.id().clone()])
+    );
+
+    s1.on_disconnected(on_s1.id()).await.unwrap();
+    s2.on_disconnected(also_s2.id()).await.unwrap();
+    assert!(!within(s3.is_user_online("ada")).await.unwrap());
+    let group = within(s3.group_members("room", 10)).await.unwrap();
+    assert_eq!((group.count, group.is_complete()), (0, true));
+}
+
+/// Presence 5. The limit bounds the list across servers while the count
+/// adds up every server's members.
+pub async fn scaleout_presence_limit_spans_servers(backend: &dyn Backend) {
+    let (s1, s2) = two(backend).await;
+    let mut clients = Vec::new();
+    for server in [&s1, &s2, &s1, &s2, &s2] {
+        let client = TestClient::connect(server).await;
+        server.add_to_group(client.id(), "big").await.unwrap();
+        clients.push(client);
+    }
+    backend.settle().await;
+
+    let presence = within(s1.group_members("big", 2)).await.unwrap();
+    assert_eq!(presence.count, 5);
+    assert_eq!(presence.connections.len(), 2);
+    assert!(presence.is_complete());
+    let counted = within(s2.group_members("big", 0)).await.unwrap();
+    assert_eq!((counted.count, counted.connections.len()), (5, 0));
 }

@@ -34,6 +34,9 @@ macro_rules! single_server_scenarios {
             client_result_cancelled_by_caller,
             client_result_times_out,
             group_change_for_unknown_connection_fails,
+            presence_lists_user_connections,
+            presence_counts_group_members_within_a_limit,
+            presence_names_are_literal,
         );
     };
 }
@@ -74,6 +77,8 @@ macro_rules! scaleout_scenarios {
             star_names_are_literal,
             awkward_group_names_stay_apart,
             frames_are_forwarded_byte_for_byte,
+            scaleout_presence_spans_servers,
+            scaleout_presence_limit_spans_servers,
         );
     };
 }

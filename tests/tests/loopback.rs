@@ -85,6 +85,21 @@ async fn a_driver_that_goes_down_fails_sends_keeps_state_and_restores_everything
     );
     let stats = s2.stats();
     assert!(stats.backplane_publish_errors >= 1, "{stats:?}");
+    assert_eq!(stats.backplane_reconnects, 1, "{stats:?}");
+    assert!(stats.backplane_resyncs >= 1, "{stats:?}");
+    // all, ack, return; two connections; room, late-room, more; alice, bob.
+    assert_eq!(stats.backplane_subscriptions, 3 + 2 + 3 + 2, "{stats:?}");
+    assert_eq!(
+        (stats.sends_all, stats.sends_connection),
+        (1, 1),
+        "{stats:?}"
+    );
+    let sender = s1.stats();
+    assert!(
+        sender.sends_group >= 3 && sender.sends_user >= 1,
+        "{sender:?}"
+    );
+    assert_eq!(sender.backplane_reconnects, 0, "{sender:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -227,6 +227,12 @@ async fn delivery_resumes_after_redis_restart() {
         .unwrap();
     assert_delivered(&mut [&mut b, &mut d], "group-after-remove").await;
     a.assert_nothing().await;
+    // The reconnect and the resubscription it started are counted.
+    for server in [&s1, &s2] {
+        let stats = server.stats();
+        assert!(stats.backplane_reconnects >= 1, "{stats:?}");
+        assert!(stats.backplane_resyncs >= 1, "{stats:?}");
+    }
 }
 
 #[tokio::test]

@@ -140,3 +140,79 @@ async fn waiting_on_a_dead_server_fails_cleanly_on(url: &str) {
             .is_some()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_forgets_a_dead_server() {
+    presence_forgets_a_dead_server_on(&redis_url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_forgets_a_dead_server_on_a_cluster() {
+    presence_forgets_a_dead_server_on(&redis_cluster_url()).await;
+}
+
+/// A frozen server is reported as unanswered within the presence timeout;
+/// once killed, its connections leave presence as soon as Redis drops its
+/// connections, and answers are complete again.
+async fn presence_forgets_a_dead_server_on(url: &str) {
+    init_logging();
+    let hub = format!("presence-death-{}", switchboard_core::random_token());
+    let presence_timeout = Duration::from_secs(2);
+    let survivor: Arc<dyn HubLifetimeManager> = Arc::new(
+        RedisHubLifetimeManager::connect(
+            RedisOptions::new(url)
+                .hub(hub.clone())
+                .presence_timeout(presence_timeout),
+        )
+        .await
+        .unwrap(),
+    );
+    let local = TestClient::connect_user(&survivor, "ada").await;
+    let mut doomed = Node::start_on(NODE, url, &hub).await;
+    let remote = doomed.connect("remote", "ada").await;
+    assert_eq!(doomed.run("join remote room").await, "ok");
+
+    let presence = survivor.user_connections("ada", 10).await.unwrap();
+    assert!(presence.is_complete());
+    assert_eq!(presence.count, 2);
+    assert!(presence.connections.iter().any(|id| id.as_str() == remote));
+    assert_eq!(survivor.group_members("room", 10).await.unwrap().count, 1);
+
+    // Frozen: alive to Redis, but it answers nothing.
+    doomed.signal("-STOP");
+    let started = Instant::now();
+    let presence = survivor.user_connections("ada", 10).await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(presence.unanswered, 1, "{presence:?}");
+    assert_eq!(presence.connections, vec![local.id().clone()]);
+    assert!(
+        took < presence_timeout + Duration::from_secs(2),
+        "took {took:?}"
+    );
+    assert!(
+        survivor.is_user_online("ada").await.unwrap(),
+        "the local connection answers"
+    );
+    match survivor.group_members("room", 10).await {
+        Ok(group) => assert_eq!((group.count, group.unanswered), (0, 1)),
+        Err(e) => panic!("expected an incomplete answer, got {e}"),
+    }
+    println!("a frozen server was reported unanswered after {took:?}");
+
+    // Killed: Redis drops its connections, and with them its subscriptions.
+    doomed.kill().await;
+    let killed = Instant::now();
+    let deadline = killed + Duration::from_secs(10);
+    loop {
+        let presence = survivor.user_connections("ada", 10).await.unwrap();
+        if presence.is_complete() {
+            assert_eq!(presence.connections, vec![local.id().clone()]);
+            break;
+        }
+        assert!(Instant::now() < deadline, "still unanswered: {presence:?}");
+    }
+    let group = survivor.group_members("room", 10).await.unwrap();
+    assert_eq!((group.count, group.unanswered), (0, 0));
+    assert!(survivor.is_user_online("ada").await.unwrap());
+    println!("a killed server left presence after {:?}", killed.elapsed());
+}

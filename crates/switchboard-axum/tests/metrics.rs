@@ -95,6 +95,36 @@ async fn invocations_connections_and_counters_reach_the_exporter() {
         output.contains("# HELP switchboard_deliveries_total"),
         "{output}"
     );
+    // Sends by kind: the two notifications went to the caller's connection.
+    assert_eq!(stats.sends_connection, 2, "{stats:?}");
+    assert_eq!(
+        sample(
+            &output,
+            "switchboard_messages_sent_total",
+            &["kind=\"connection\""]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(
+            &output,
+            "switchboard_messages_sent_total",
+            &["kind=\"all\""]
+        ),
+        Some(0.0)
+    );
+    // The writer woke for each write with at least its first frame queued.
+    let wakes = sample(&output, "switchboard_outbound_queue_depth_count", &[]).unwrap();
+    let depth = sample(&output, "switchboard_outbound_queue_depth_sum", &[]).unwrap();
+    assert!(wakes >= 1.0 && depth >= wakes, "{output}");
+    for name in [
+        "switchboard_client_result_timeouts_total",
+        "switchboard_backplane_reconnects_total",
+        "switchboard_backplane_resyncs_total",
+        "switchboard_backplane_subscriptions",
+    ] {
+        assert_eq!(sample(&output, name, &[]), Some(0.0), "{name}: {output}");
+    }
 
     client.close().await;
     server.wait_for_disconnects(1).await;

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -15,8 +15,8 @@ use switchboard_channels::{ChannelKind, Channels};
 use switchboard_core::protocol::{Completion, Outcome, Protocol, RawValue};
 use switchboard_core::{
     ClientResponse, Connection, ConnectionId, ConnectionStore, Error, Health, HubLifetimeManager,
-    InvokeOptions, ManagerStats, PendingInvocations, Result, ResultSender, SerializedMessage,
-    outcome_to_result, wait_for_response,
+    InvokeOptions, ManagerStats, PendingInvocations, Presence, Result, ResultSender, SendKind,
+    SerializedMessage, clamp_limit, outcome_to_result, wait_for_response,
 };
 use switchboard_protocol as wire;
 use tokio::sync::oneshot;
@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::commands::{CommandQueue, Submitted};
 use crate::driver::{BackplaneDriver, DriverEvent, DriverEvents};
 use crate::options::ScaleOutOptions;
+use crate::presence::{Gatherings, MAX_ANSWERING};
 use crate::subscriptions::{Op, Subscriptions, applied};
 
 /// The most client-result calls of local connections, started on other
@@ -100,8 +101,13 @@ struct Inner<D: BackplaneDriver> {
     forwarded: PendingInvocations<Forwarded>,
     /// Remote group commands waiting for their Ack: id -> the owner's answer.
     acks: Mutex<HashMap<u64, oneshot::Sender<wire::Ack>>>,
-    /// The next group command id.
+    /// The next group command or presence query id.
     next_ack: AtomicU64,
+    /// Presence queries asked here, gathering their answers.
+    presence: Gatherings,
+    /// Presence queries from other servers being answered now (bounded by
+    /// [`MAX_ANSWERING`]).
+    answering: AtomicUsize,
     /// Group commands from other servers being applied: concurrently across
     /// connections, in order per connection, bounded.
     commands: CommandQueue,
@@ -131,6 +137,10 @@ struct Counters {
     oversize: AtomicU64,
     lagged: AtomicU64,
     publish_errors: AtomicU64,
+    /// `Connected` events that followed a `Disconnected` one.
+    reconnects: AtomicU64,
+    /// Set by `Disconnected`, cleared by the `Connected` that follows.
+    link_lost: std::sync::atomic::AtomicBool,
     /// Peer requests refused for a full queue or table (rate-limits their
     /// warnings).
     refused: AtomicU64,
@@ -253,6 +263,8 @@ impl<D: BackplaneDriver> ScaleOutManager<D> {
             forwarded: PendingInvocations::new(),
             acks: Mutex::new(HashMap::new()),
             next_ack: AtomicU64::new(1),
+            presence: Gatherings::default(),
+            answering: AtomicUsize::new(0),
             commands,
             counters: Counters::new(),
             shutdown: CancellationToken::new(),
@@ -515,6 +527,83 @@ impl<D: BackplaneDriver> Inner<D> {
         }
     }
 
+    /// Asks the servers holding connections of a user or group for them:
+    /// the query goes out on its channel, so exactly those servers receive
+    /// it, and the receiver count says how many answers to wait for.
+    async fn query_presence(
+        &self,
+        subject: wire::Subject,
+        name: &str,
+        limit: usize,
+    ) -> Result<Presence> {
+        let limit = clamp_limit(limit);
+        let channel = match subject {
+            wire::Subject::Group => self.channels.group(name),
+            _ => self.channels.user(name),
+        };
+        let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
+        let finished = self.presence.start(id, limit);
+        let _forget = ForgetOnDrop {
+            gatherings: &self.presence,
+            id,
+        };
+        let envelope = wire::encode_body(wire::Body::PresenceQuery(wire::PresenceQuery {
+            id,
+            server: self.server_name.clone(),
+            subject: subject.into(),
+            name: name.to_owned(),
+            limit: u32::try_from(limit).unwrap_or(u32::MAX),
+        }));
+        match self.publish(channel, envelope).await? {
+            // No server holds any.
+            Some(0) => {}
+            Some(receivers) => {
+                self.presence.expect(id, receivers);
+                let _ = tokio::time::timeout(self.options.presence_timeout, finished).await;
+            }
+            // The driver cannot say how many servers received it: what
+            // arrives in the time allowed is the answer.
+            None => tokio::time::sleep(self.options.presence_timeout).await,
+        }
+        Ok(self.presence.finish(id))
+    }
+
+    /// Answers another server's presence query with this server's part,
+    /// from a task of its own; refused (no answer, counted) when too many
+    /// are being answered.
+    fn answer_presence(self: &Arc<Self>, query: wire::PresenceQuery, presence: Presence) {
+        if self.answering.fetch_add(1, Ordering::AcqRel) >= MAX_ANSWERING {
+            self.answering.fetch_sub(1, Ordering::AcqRel);
+            bump(&self.counters.refused);
+            rate_limited_warn(&self.counters.refused, || {
+                tracing::warn!(
+                    limit = MAX_ANSWERING,
+                    "too many presence queries from other servers; leaving some unanswered (warned once per 1024)"
+                );
+            });
+            return;
+        }
+        let inner = self.clone();
+        tokio::spawn(async move {
+            let envelope = wire::encode_body(wire::Body::PresenceReply(wire::PresenceReply {
+                id: query.id,
+                connection_ids: presence
+                    .connections
+                    .iter()
+                    .map(|id| id.to_string())
+                    .collect(),
+                count: presence.count,
+            }));
+            if let Err(e) = inner
+                .publish(inner.channels.ack(&query.server), envelope)
+                .await
+            {
+                tracing::debug!(error = %e, server = %query.server, "could not answer a presence query");
+            }
+            inner.answering.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+
     /// Sends a client-result answer to the server waiting for it.
     async fn send_result(&self, reply_server: &str, invocation_id: &str, outcome: wire::Outcome) {
         let envelope = wire::encode_body(wire::Body::ClientResult(wire::ClientResult {
@@ -725,6 +814,26 @@ impl<D: BackplaneDriver> Inner<D> {
                 if server == self.server_name =>
             {
                 self.on_client_result(result);
+                true
+            }
+            (ChannelKind::User(user), wire::Body::PresenceQuery(query))
+                if query.subject() == wire::Subject::User && query.name == user =>
+            {
+                let presence = self.store.user_presence(user, query.limit as usize);
+                self.answer_presence(query, presence);
+                true
+            }
+            (ChannelKind::Group(group), wire::Body::PresenceQuery(query))
+                if query.subject() == wire::Subject::Group && query.name == group =>
+            {
+                let presence = self.store.group_presence(group, query.limit as usize);
+                self.answer_presence(query, presence);
+                true
+            }
+            (ChannelKind::Ack(server), wire::Body::PresenceReply(reply))
+                if server == self.server_name =>
+            {
+                self.presence.answer(reply);
                 true
             }
             _ => false,
@@ -962,6 +1071,18 @@ impl<D: BackplaneDriver> Drop for GiveUpOnDrop<'_, D> {
     }
 }
 
+/// Forgets a presence query when its caller stops waiting.
+struct ForgetOnDrop<'a> {
+    gatherings: &'a Gatherings,
+    id: u64,
+}
+
+impl Drop for ForgetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.gatherings.forget(self.id);
+    }
+}
+
 /// Removes a pending group-command ack when the caller stops waiting.
 struct AckGuard<'a> {
     acks: &'a Mutex<HashMap<u64, oneshot::Sender<wire::Ack>>>,
@@ -999,6 +1120,9 @@ async fn pump<D: BackplaneDriver>(
                 );
             }
             DriverEvent::Connected => {
+                if inner.counters.link_lost.swap(false, Ordering::Relaxed) {
+                    bump(&inner.counters.reconnects);
+                }
                 tracing::info!(server = %inner.server_name, "connected to the backplane; restoring subscriptions");
                 inner
                     .subscriptions
@@ -1011,6 +1135,7 @@ async fn pump<D: BackplaneDriver>(
                 inner.resync();
             }
             DriverEvent::Disconnected => {
+                inner.counters.link_lost.store(true, Ordering::Relaxed);
                 tracing::debug!(server = %inner.server_name, "the backplane link is down");
             }
             DriverEvent::SubscriptionsLost(channels) => inner.restore(channels),
@@ -1125,6 +1250,7 @@ impl<D: BackplaneDriver> HubLifetimeManager for ScaleOutManager<D> {
     }
 
     async fn send_all(&self, message: &SerializedMessage) -> Result<()> {
+        self.inner.store.count_sends(SendKind::All, 1);
         self.inner
             .publish_invocation(self.inner.channels.all(), message, &[])
             .await
@@ -1135,6 +1261,7 @@ impl<D: BackplaneDriver> HubLifetimeManager for ScaleOutManager<D> {
         message: &SerializedMessage,
         excluded: &[ConnectionId],
     ) -> Result<()> {
+        self.inner.store.count_sends(SendKind::All, 1);
         self.inner
             .publish_invocation(self.inner.channels.all(), message, excluded)
             .await
@@ -1145,6 +1272,7 @@ impl<D: BackplaneDriver> HubLifetimeManager for ScaleOutManager<D> {
         connection_id: &str,
         message: &SerializedMessage,
     ) -> Result<()> {
+        self.inner.store.count_sends(SendKind::Connection, 1);
         // A local connection is served directly: no round trip through the backplane.
         if self.inner.store.deliver_connection(connection_id, message) {
             return Ok(());
@@ -1159,6 +1287,9 @@ impl<D: BackplaneDriver> HubLifetimeManager for ScaleOutManager<D> {
         connection_ids: &[ConnectionId],
         message: &SerializedMessage,
     ) -> Result<()> {
+        self.inner
+            .store
+            .count_sends(SendKind::Connection, connection_ids.len());
         let remote: Vec<String> = connection_ids
             .iter()
             .filter(|id| !self.inner.store.deliver_connection(id, message))
@@ -1171,12 +1302,14 @@ impl<D: BackplaneDriver> HubLifetimeManager for ScaleOutManager<D> {
     }
 
     async fn send_group(&self, group: &str, message: &SerializedMessage) -> Result<()> {
+        self.inner.store.count_sends(SendKind::Group, 1);
         self.inner
             .publish_invocation(self.inner.channels.group(group), message, &[])
             .await
     }
 
     async fn send_groups(&self, groups: &[String], message: &SerializedMessage) -> Result<()> {
+        self.inner.store.count_sends(SendKind::Group, groups.len());
         let channels = groups
             .iter()
             .map(|g| self.inner.channels.group(g))
@@ -1190,18 +1323,21 @@ impl<D: BackplaneDriver> HubLifetimeManager for ScaleOutManager<D> {
         message: &SerializedMessage,
         excluded: &[ConnectionId],
     ) -> Result<()> {
+        self.inner.store.count_sends(SendKind::Group, 1);
         self.inner
             .publish_invocation(self.inner.channels.group(group), message, excluded)
             .await
     }
 
     async fn send_user(&self, user: &str, message: &SerializedMessage) -> Result<()> {
+        self.inner.store.count_sends(SendKind::User, 1);
         self.inner
             .publish_invocation(self.inner.channels.user(user), message, &[])
             .await
     }
 
     async fn send_users(&self, users: &[String], message: &SerializedMessage) -> Result<()> {
+        self.inner.store.count_sends(SendKind::User, users.len());
         let channels = users.iter().map(|u| self.inner.channels.user(u)).collect();
         self.inner.publish_many(channels, message).await
     }
@@ -1245,7 +1381,8 @@ impl<D: BackplaneDriver> HubLifetimeManager for ScaleOutManager<D> {
         let _cleanup = inner.results.remove_on_drop(invocation_id);
         if let Some(connection) = inner.store.get(connection_id) {
             inner.store.record(connection.deliver(message));
-            return wait_for_response(rx, connection_id, &options).await;
+            let response = wait_for_response(rx, connection_id, &options).await;
+            return inner.store.count_client_result(response);
         }
         let envelope =
             result_invocation_envelope(message, invocation_id, &inner.server_name, options.timeout);
@@ -1271,7 +1408,7 @@ impl<D: BackplaneDriver> HubLifetimeManager for ScaleOutManager<D> {
             result,
             Err(Error::ClientResultTimeout { .. } | Error::Canceled)
         );
-        result
+        inner.store.count_client_result(result)
     }
 
     async fn set_connection_result(
@@ -1307,6 +1444,18 @@ impl<D: BackplaneDriver> HubLifetimeManager for ScaleOutManager<D> {
         Ok(())
     }
 
+    async fn user_connections(&self, user: &str, limit: usize) -> Result<Presence> {
+        self.inner
+            .query_presence(wire::Subject::User, user, limit)
+            .await
+    }
+
+    async fn group_members(&self, group: &str, limit: usize) -> Result<Presence> {
+        self.inner
+            .query_presence(wire::Subject::Group, group, limit)
+            .await
+    }
+
     fn local_connection(&self, connection_id: &str) -> Option<Connection> {
         self.inner.store.get(connection_id)
     }
@@ -1321,6 +1470,18 @@ impl<D: BackplaneDriver> HubLifetimeManager for ScaleOutManager<D> {
         stats.backplane_oversize = c.oversize.load(Ordering::Relaxed);
         stats.backplane_lagged = c.lagged.load(Ordering::Relaxed);
         stats.backplane_publish_errors = c.publish_errors.load(Ordering::Relaxed);
+        stats.backplane_reconnects = c.reconnects.load(Ordering::Relaxed);
+        stats.backplane_resyncs = self.inner.subscriptions.resyncs();
+        let store = &self.inner.store;
+        stats.backplane_subscriptions = fixed_channels(
+            &self.inner.channels,
+            &self.inner.server_name,
+            self.inner.options.emitter,
+        )
+        .len()
+            + stats.connections
+            + store.group_count()
+            + store.user_count();
         stats.pending_client_results = self.inner.results.len();
         stats.forwarded_client_results = self.inner.forwarded.len();
         stats

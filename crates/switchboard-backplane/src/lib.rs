@@ -102,6 +102,43 @@
 //! local member, whose join starts the subscription, nor for any later one,
 //! whose join waits for it too.
 //!
+//! # Presence
+//!
+//! `user_connections`, `group_members` and `is_user_online` ask the servers
+//! that hold the subject's connections, and nobody else: the query goes
+//! out on the user's or group's channel, which exactly those servers are
+//! subscribed to, and the driver's receiver count says how many answers to
+//! wait for. Each answers on the asker's ack channel with at most the
+//! query's limit of ids (at most
+//! [`MAX_PRESENCE_LIMIT`](switchboard_core::MAX_PRESENCE_LIMIT)) and its
+//! exact count, so memory and message size stay bounded for any group. A
+//! subject no server holds is answered at once (a receiver count of 0).
+//!
+//! Nothing is written anywhere when connections connect, join or leave: the
+//! servers' own state is the registry, and the backplane's subscriptions
+//! say which servers to ask. The alternative, a registry of
+//! connections in Redis with per-server leases, would add a write to every
+//! connect, join and leave, renew every server's lease, and still need
+//! leases to expire before a dead server's connections left it. Measured
+//! (`cargo xtask bench --only B10`, BENCHMARKS.md), a query for a group of
+//! 1,000 members on three servers takes about as long as the registry's
+//! own read (SMEMBERS of the same 1,000 ids), so the registry would buy
+//! nothing on the read side for its cost on every write.
+//!
+//! When a server dies, its connections leave presence as soon as the
+//! backplane drops its subscriptions: for a process that ends (killed or
+//! crashed), at once, since the kernel closes its sockets and Redis ends
+//! its subscriptions. A server that stops answering while its connections
+//! to Redis stay open (a frozen process, a network partition) is counted
+//! in [`Presence::unanswered`](switchboard_core::Presence::unanswered)
+//! after [`ScaleOutOptions::presence_timeout`] (default 3 s), and only
+//! until Redis drops its connections (its `tcp-keepalive`, 300 s by
+//! default; lower it to shorten that window). `is_user_online` fails with
+//! `PresenceUnknown` rather than say "offline" when a server did not
+//! answer and none that did holds the user. On a Redis Cluster, a slot that
+//! is moving can read no receivers for a moment, and a query then answers
+//! empty.
+//!
 //! # Ordering
 //!
 //! Sends from one server that go through the backplane (to all, groups,
@@ -148,9 +185,10 @@ mod driver;
 mod engine;
 mod loopback;
 mod options;
+mod presence;
 mod subscriptions;
 
 pub use driver::{BackplaneDriver, DriverEvent, DriverEvents};
 pub use engine::{DriverConfig, ScaleOutManager};
 pub use loopback::{LoopbackBus, LoopbackDriver};
-pub use options::ScaleOutOptions;
+pub use options::{DEFAULT_PRESENCE_TIMEOUT, ScaleOutOptions};

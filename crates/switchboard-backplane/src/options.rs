@@ -4,6 +4,9 @@ use switchboard_channels::Channels;
 use switchboard_core::{Error, Result};
 use switchboard_protocol::DEFAULT_MAX_ENVELOPE_SIZE;
 
+/// How long a presence query waits for answers by default.
+pub const DEFAULT_PRESENCE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Settings of the [scale-out engine](crate::ScaleOutManager), whatever the
 /// driver.
 ///
@@ -23,6 +26,7 @@ pub struct ScaleOutOptions {
     pub(crate) hub: String,
     pub(crate) server_name: Option<String>,
     pub(crate) ack_timeout: Duration,
+    pub(crate) presence_timeout: Duration,
     pub(crate) max_envelope_size: usize,
     pub(crate) max_pending_group_commands: usize,
     pub(crate) emitter: bool,
@@ -42,6 +46,7 @@ impl ScaleOutOptions {
             hub: "hub".to_owned(),
             server_name: None,
             ack_timeout: Duration::from_secs(10),
+            presence_timeout: DEFAULT_PRESENCE_TIMEOUT,
             max_envelope_size: DEFAULT_MAX_ENVELOPE_SIZE,
             max_pending_group_commands: 10_000,
             emitter: false,
@@ -91,6 +96,18 @@ impl ScaleOutOptions {
     /// acknowledgement. Default: 10 s.
     pub fn ack_timeout(mut self, timeout: Duration) -> Self {
         self.ack_timeout = timeout;
+        self
+    }
+
+    /// How long a presence query (`user_connections`, `group_members`,
+    /// `is_user_online`) waits for the servers that hold the subject's
+    /// connections. Servers that did not answer by then are reported in
+    /// [`Presence::unanswered`](switchboard_core::Presence::unanswered).
+    /// Only a server that is alive to the backplane but does not answer (a
+    /// frozen process, a lost network) makes a query wait this long.
+    /// Default: 3 s.
+    pub fn presence_timeout(mut self, timeout: Duration) -> Self {
+        self.presence_timeout = timeout;
         self
     }
 

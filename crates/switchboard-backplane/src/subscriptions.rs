@@ -9,7 +9,7 @@
 //! local member unsubscribed.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -57,6 +57,8 @@ pub(crate) struct Subscriptions {
     /// worker starts it): reconnects and layout changes in a burst queue
     /// one, not one each.
     full_resync_queued: Arc<AtomicBool>,
+    /// Full resyncs the worker has started.
+    resyncs: Arc<AtomicU64>,
 }
 
 impl Subscriptions {
@@ -68,18 +70,21 @@ impl Subscriptions {
         let needs_resync = Arc::new(AtomicBool::new(false));
         let in_flight = Arc::new(AtomicUsize::new(0));
         let full_resync_queued = Arc::new(AtomicBool::new(false));
+        let resyncs = Arc::new(AtomicU64::new(0));
         let worker = tokio::spawn(run(
             driver,
             rx,
             needs_resync.clone(),
             in_flight.clone(),
             full_resync_queued.clone(),
+            resyncs.clone(),
         ));
         let subscriptions = Subscriptions {
             tx,
             needs_resync,
             in_flight,
             full_resync_queued,
+            resyncs,
         };
         (subscriptions, worker)
     }
@@ -89,6 +94,11 @@ impl Subscriptions {
     /// has been applied (or has failed and awaits a resync).
     pub(crate) fn busy(&self) -> bool {
         self.in_flight.load(Ordering::Acquire) > 0
+    }
+
+    /// How many full resyncs have started.
+    pub(crate) fn resyncs(&self) -> u64 {
+        self.resyncs.load(Ordering::Relaxed)
     }
 
     /// How many queued ops are not done yet.
@@ -193,6 +203,7 @@ async fn run<D: BackplaneDriver>(
     needs_resync: Arc<AtomicBool>,
     in_flight: Arc<AtomicUsize>,
     full_resync_queued: Arc<AtomicBool>,
+    resyncs: Arc<AtomicU64>,
 ) {
     let mut batch: Vec<Request> = Vec::with_capacity(256);
     while rx.recv_many(&mut batch, 1024).await > 0 {
@@ -206,6 +217,11 @@ async fn run<D: BackplaneDriver>(
                     if is_full {
                         // Anything that happens from now on queues another.
                         full_resync_queued.store(false, Ordering::Release);
+                        resyncs.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(
+                            channels = channels.len(),
+                            "subscribing again to every channel"
+                        );
                     }
                     let ok = resync(&*driver, &channels).await;
                     if !ok {

@@ -273,6 +273,11 @@ impl ConnectionReceiver {
         self.connection.inner.outbound.try_pop()
     }
 
+    /// How many frames are queued now.
+    pub fn queued(&self) -> usize {
+        self.connection.inner.outbound.len()
+    }
+
     /// The connection this receiver belongs to.
     pub fn connection(&self) -> &Connection {
         &self.connection

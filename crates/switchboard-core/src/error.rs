@@ -132,6 +132,14 @@ pub enum Error {
     /// A hub message could not be encoded or decoded.
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
+    /// A presence question could not be answered: servers holding some of
+    /// the subject's connections did not answer in time, and those that
+    /// did found none.
+    #[error("presence unknown: {unanswered} server(s) did not answer in time")]
+    PresenceUnknown {
+        /// How many servers did not answer.
+        unanswered: u64,
+    },
     /// The manager has been shut down.
     #[error("the lifetime manager is shut down")]
     Shutdown,

@@ -95,6 +95,7 @@ mod message;
 pub mod metrics;
 mod outbound;
 mod pending;
+mod presence;
 mod stats;
 mod store;
 
@@ -118,5 +119,6 @@ pub use pending::{
     ClientResponse, InvocationIds, InvokeOptions, PendingInvocations, RemoveOnDrop, ResultSender,
     outcome_to_result, wait_for_response,
 };
-pub use stats::ManagerStats;
+pub use presence::{MAX_PRESENCE_LIMIT, Presence, clamp_limit};
+pub use stats::{ManagerStats, SendKind};
 pub use store::{ConnectionStore, Inserted, Membership, Removed};

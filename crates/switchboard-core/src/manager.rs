@@ -6,6 +6,7 @@ use crate::error::Result;
 use crate::health::Health;
 use crate::message::SerializedMessage;
 use crate::pending::{ClientResponse, InvokeOptions};
+use crate::presence::Presence;
 use crate::protocol::Completion;
 use crate::stats::ManagerStats;
 
@@ -118,6 +119,37 @@ pub trait HubLifetimeManager: Send + Sync + std::fmt::Debug + 'static {
         connection_id: &str,
         completion: Completion,
     ) -> Result<()>;
+
+    /// The connections of `user` on every server: at most `limit` ids
+    /// (and at most [`MAX_PRESENCE_LIMIT`](crate::MAX_PRESENCE_LIMIT)), and
+    /// how many there are. A limit of 0 counts only.
+    ///
+    /// A backplane asks the servers holding the user's connections and
+    /// waits for their answers for a bounded time; servers that did not
+    /// answer by then are counted in [`Presence::unanswered`]. A server
+    /// that dies leaves presence as soon as the backplane drops its
+    /// connections; see the backplane's documentation for the bound.
+    async fn user_connections(&self, user: &str, limit: usize) -> Result<Presence>;
+
+    /// The members of `group` on every server: at most `limit` ids (and at
+    /// most [`MAX_PRESENCE_LIMIT`](crate::MAX_PRESENCE_LIMIT)), and how many
+    /// there are. A limit of 0 counts only. Answered as
+    /// [`user_connections`](Self::user_connections) is.
+    async fn group_members(&self, group: &str, limit: usize) -> Result<Presence>;
+
+    /// Whether `user` has a connection on any server.
+    ///
+    /// Fails with [`Error::PresenceUnknown`](crate::Error::PresenceUnknown)
+    /// when no server that answered holds one but some did not answer.
+    async fn is_user_online(&self, user: &str) -> Result<bool> {
+        let presence = self.user_connections(user, 0).await?;
+        if presence.count == 0 && !presence.is_complete() {
+            return Err(crate::Error::PresenceUnknown {
+                unanswered: presence.unanswered,
+            });
+        }
+        Ok(presence.count > 0)
+    }
 
     /// The connection with this id, if it is held by this server.
     fn local_connection(&self, connection_id: &str) -> Option<Connection>;

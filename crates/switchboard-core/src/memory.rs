@@ -12,8 +12,9 @@ use crate::pending::{
     ClientResponse, InvokeOptions, PendingInvocations, ResultSender, outcome_to_result,
     wait_for_response,
 };
+use crate::presence::Presence;
 use crate::protocol::Completion;
-use crate::stats::ManagerStats;
+use crate::stats::{ManagerStats, SendKind};
 use crate::store::ConnectionStore;
 
 /// The lifetime manager for a single process: every connection is local.
@@ -85,6 +86,7 @@ impl HubLifetimeManager for InMemoryHubLifetimeManager {
     }
 
     async fn send_all(&self, message: &SerializedMessage) -> Result<()> {
+        self.inner.store.count_sends(SendKind::All, 1);
         self.inner.store.deliver_all(message, &[] as &[&str]);
         Ok(())
     }
@@ -94,6 +96,7 @@ impl HubLifetimeManager for InMemoryHubLifetimeManager {
         message: &SerializedMessage,
         excluded: &[ConnectionId],
     ) -> Result<()> {
+        self.inner.store.count_sends(SendKind::All, 1);
         self.inner.store.deliver_all(message, excluded);
         Ok(())
     }
@@ -103,6 +106,7 @@ impl HubLifetimeManager for InMemoryHubLifetimeManager {
         connection_id: &str,
         message: &SerializedMessage,
     ) -> Result<()> {
+        self.inner.store.count_sends(SendKind::Connection, 1);
         self.inner.store.deliver_connection(connection_id, message);
         Ok(())
     }
@@ -112,6 +116,9 @@ impl HubLifetimeManager for InMemoryHubLifetimeManager {
         connection_ids: &[ConnectionId],
         message: &SerializedMessage,
     ) -> Result<()> {
+        self.inner
+            .store
+            .count_sends(SendKind::Connection, connection_ids.len());
         for id in connection_ids {
             self.inner.store.deliver_connection(id, message);
         }
@@ -119,6 +126,7 @@ impl HubLifetimeManager for InMemoryHubLifetimeManager {
     }
 
     async fn send_group(&self, group: &str, message: &SerializedMessage) -> Result<()> {
+        self.inner.store.count_sends(SendKind::Group, 1);
         self.inner
             .store
             .deliver_group(group, message, &[] as &[&str]);
@@ -126,6 +134,7 @@ impl HubLifetimeManager for InMemoryHubLifetimeManager {
     }
 
     async fn send_groups(&self, groups: &[String], message: &SerializedMessage) -> Result<()> {
+        self.inner.store.count_sends(SendKind::Group, groups.len());
         for group in groups {
             self.inner
                 .store
@@ -140,16 +149,19 @@ impl HubLifetimeManager for InMemoryHubLifetimeManager {
         message: &SerializedMessage,
         excluded: &[ConnectionId],
     ) -> Result<()> {
+        self.inner.store.count_sends(SendKind::Group, 1);
         self.inner.store.deliver_group(group, message, excluded);
         Ok(())
     }
 
     async fn send_user(&self, user: &str, message: &SerializedMessage) -> Result<()> {
+        self.inner.store.count_sends(SendKind::User, 1);
         self.inner.store.deliver_user(user, message);
         Ok(())
     }
 
     async fn send_users(&self, users: &[String], message: &SerializedMessage) -> Result<()> {
+        self.inner.store.count_sends(SendKind::User, users.len());
         for user in users {
             self.inner.store.deliver_user(user, message);
         }
@@ -187,7 +199,8 @@ impl HubLifetimeManager for InMemoryHubLifetimeManager {
             });
         };
         self.inner.store.record(connection.deliver(message));
-        wait_for_response(rx, connection_id, &options).await
+        let response = wait_for_response(rx, connection_id, &options).await;
+        self.inner.store.count_client_result(response)
     }
 
     async fn set_connection_result(
@@ -202,6 +215,14 @@ impl HubLifetimeManager for InMemoryHubLifetimeManager {
         // The caller may have given up in the meantime; the answer is dropped.
         let _ = waiter.send(outcome_to_result(completion.outcome));
         Ok(())
+    }
+
+    async fn user_connections(&self, user: &str, limit: usize) -> Result<Presence> {
+        Ok(self.inner.store.user_presence(user, limit))
+    }
+
+    async fn group_members(&self, group: &str, limit: usize) -> Result<Presence> {
+        Ok(self.inner.store.group_presence(group, limit))
     }
 
     fn local_connection(&self, connection_id: &str) -> Option<Connection> {

@@ -75,7 +75,6 @@ struct State {
 }
 
 impl State {
-    #[cfg(test)]
     fn len(&self) -> usize {
         usize::from(self.head.is_some()) + self.rest.len()
     }
@@ -211,6 +210,11 @@ impl Outbound {
             self.signal.notify_waiters();
         }
         Poll::Ready(Some(frame))
+    }
+
+    /// How many frames are queued now.
+    pub(crate) fn len(&self) -> usize {
+        self.state.lock().len()
     }
 
     /// Takes the oldest frame if one is queued.

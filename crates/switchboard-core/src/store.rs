@@ -7,7 +7,8 @@ use crate::ConnectionId;
 use crate::connection::{Connection, Delivery};
 use crate::error::{Error, Result};
 use crate::message::SerializedMessage;
-use crate::stats::{DeliveryCounters, ManagerStats};
+use crate::presence::{Presence, clamp_limit};
+use crate::stats::{DeliveryCounters, ManagerStats, SendKind};
 
 /// The connections, groups and users held by one server, and fan-out to them.
 ///
@@ -160,6 +161,31 @@ impl ConnectionStore {
         self.state.read().users.get(user).map_or(0, |c| c.len())
     }
 
+    /// How many groups have a local member.
+    pub fn group_count(&self) -> usize {
+        self.state.read().groups.len()
+    }
+
+    /// How many users have a local connection.
+    pub fn user_count(&self) -> usize {
+        self.state.read().users.len()
+    }
+
+    /// Counts `n` sends of `kind` made on this server (see
+    /// [`ManagerStats::sends_all`] and the fields after it).
+    pub fn count_sends(&self, kind: SendKind, n: usize) {
+        self.counters.count_sends(kind, n);
+    }
+
+    /// Counts a client-result invocation that timed out, when `result` is
+    /// that timeout; returns `result`.
+    pub fn count_client_result<T>(&self, result: Result<T>) -> Result<T> {
+        if matches!(result, Err(Error::ClientResultTimeout { .. })) {
+            self.counters.count_client_result_timeout();
+        }
+        result
+    }
+
     /// Every group with at least one local member.
     pub fn group_names(&self) -> Vec<Arc<str>> {
         self.state.read().groups.keys().cloned().collect()
@@ -168,6 +194,18 @@ impl ConnectionStore {
     /// Every user with at least one local connection.
     pub fn user_names(&self) -> Vec<Arc<str>> {
         self.state.read().users.keys().cloned().collect()
+    }
+
+    /// A user's local connections: at most `limit` ids, and how many
+    /// there are.
+    pub fn user_presence(&self, user: &str, limit: usize) -> Presence {
+        presence_of(self.state.read().users.get(user), limit)
+    }
+
+    /// A group's local members: at most `limit` ids, and how many there
+    /// are.
+    pub fn group_presence(&self, group: &str, limit: usize) -> Presence {
+        presence_of(self.state.read().groups.get(group), limit)
     }
 
     /// Every local connection id.
@@ -329,6 +367,19 @@ fn not_found(connection_id: &str) -> Error {
     Error::ConnectionNotFound {
         connection_id: connection_id.to_owned(),
     }
+}
+
+/// Up to `limit` ids of `members`, and their number.
+fn presence_of(members: Option<&HashMap<ConnectionId, Connection>>, limit: usize) -> Presence {
+    let mut presence = Presence::default();
+    if let Some(members) = members {
+        presence.add(
+            members.keys().cloned(),
+            members.len() as u64,
+            clamp_limit(limit),
+        );
+    }
+    presence
 }
 
 #[cfg(test)]

@@ -77,9 +77,10 @@ pub use generated::ack::Failure;
 pub use generated::client_result::Outcome;
 pub use generated::envelope::Body;
 pub use generated::group_command::Action;
+pub use generated::presence_query::Subject;
 pub use generated::{
-    Ack, CancelInvocation, ClientResult, Envelope, GroupCommand, Invocation, SerializedMessage,
-    ack, client_result, envelope, group_command,
+    Ack, CancelInvocation, ClientResult, Envelope, GroupCommand, Invocation, PresenceQuery,
+    PresenceReply, SerializedMessage, ack, client_result, envelope, group_command, presence_query,
 };
 
 /// The default largest envelope [`decode`] accepts: 4 MiB.
@@ -154,7 +155,9 @@ pub fn encode_body(body: Body) -> Bytes {
 ///   an [`Invocation`] with only one of `invocation_id` and `reply_server`;
 ///   a [`GroupCommand`] whose action is neither add nor remove, or without a
 ///   sender `server`; a [`ClientResult`] without an `invocation_id` or
-///   without an outcome.
+///   without an outcome; a [`PresenceQuery`] whose subject is neither a
+///   user nor a group, or without a sender `server`; a [`PresenceReply`]
+///   with more connection ids than its count.
 pub fn decode(bytes: Bytes, max_size: usize) -> Result<Body, DecodeError> {
     if bytes.len() > max_size {
         return Err(DecodeError::TooLarge {
@@ -209,6 +212,25 @@ fn validate(body: &Body) -> Result<(), DecodeError> {
                 invalid("client result", "invocation_id is empty")
             } else if result.outcome.is_none() {
                 invalid("client result", "it has no outcome")
+            } else {
+                Ok(())
+            }
+        }
+        Body::PresenceQuery(query) => {
+            if !matches!(
+                Subject::try_from(query.subject),
+                Ok(Subject::User | Subject::Group)
+            ) {
+                invalid("presence query", "subject is neither user nor group")
+            } else if query.server.is_empty() {
+                invalid("presence query", "server is empty")
+            } else {
+                Ok(())
+            }
+        }
+        Body::PresenceReply(reply) => {
+            if (reply.connection_ids.len() as u64) > reply.count {
+                invalid("presence reply", "more connection ids than its count")
             } else {
                 Ok(())
             }
@@ -292,6 +314,14 @@ mod tests {
                 invocation_id: "inv-1".into(),
                 outcome: Some(Outcome::Error("connection closed".into())),
             }),
+            Body::PresenceQuery(presence_query(Subject::User)),
+            Body::PresenceQuery(presence_query(Subject::Group)),
+            Body::PresenceReply(PresenceReply {
+                id: 9,
+                connection_ids: vec!["conn-1".into(), "conn-2".into()],
+                count: 5,
+            }),
+            Body::PresenceReply(PresenceReply::default()),
         ]
     }
 
@@ -431,6 +461,44 @@ mod tests {
         assert_eq!(
             invalid_reason(Body::GroupCommand(command)),
             "server is empty"
+        );
+    }
+
+    fn presence_query(subject: Subject) -> PresenceQuery {
+        PresenceQuery {
+            id: 9,
+            server: "srv-a".into(),
+            subject: subject.into(),
+            name: "room".into(),
+            limit: 100,
+        }
+    }
+
+    #[test]
+    fn presence_query_needs_a_subject_and_a_server() {
+        let mut query = presence_query(Subject::Unspecified);
+        assert_eq!(
+            invalid_reason(Body::PresenceQuery(query.clone())),
+            "subject is neither user nor group"
+        );
+        query.subject = Subject::Group.into();
+        query.server.clear();
+        assert_eq!(
+            invalid_reason(Body::PresenceQuery(query)),
+            "server is empty"
+        );
+    }
+
+    #[test]
+    fn presence_reply_lists_no_more_than_its_count() {
+        let reply = PresenceReply {
+            id: 1,
+            connection_ids: vec!["a".into(), "b".into()],
+            count: 1,
+        };
+        assert_eq!(
+            invalid_reason(Body::PresenceReply(reply)),
+            "more connection ids than its count"
         );
     }
 

@@ -88,6 +88,12 @@ impl RedisOptions {
         self
     }
 
+    /// See [`ScaleOutOptions::presence_timeout`]. Default: 3 s.
+    pub fn presence_timeout(mut self, timeout: Duration) -> Self {
+        self.scale_out = self.scale_out.presence_timeout(timeout);
+        self
+    }
+
     /// The longest a publish may take before it fails with
     /// `BackplaneUnavailable` (for example while Redis is stalled). Also
     /// bounds each subscription change. Default: 750 ms, so a send during an

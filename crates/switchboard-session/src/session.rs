@@ -904,6 +904,7 @@ async fn write_loop<K: ClientSink>(
     {
         return failed(state);
     }
+    let queue_depth = metrics::histogram!(switchboard_core::metrics::OUTBOUND_QUEUE_DEPTH);
     let mut last_sent = Instant::now();
     // When the rest must be written by, once the server has closed.
     let mut closing: Option<Instant> = None;
@@ -953,6 +954,7 @@ async fn write_loop<K: ClientSink>(
                 }
             }
             Next::Frame(first) => {
+                queue_depth.record((1 + receiver.queued()) as f64);
                 let deadline = closing.unwrap_or_else(|| Instant::now() + options.client_timeout);
                 tokio::select! {
                     _ = tokio::time::timeout_at(deadline, sink.ready()) => {}

@@ -22,6 +22,7 @@ pub mod fanout;
 pub mod http_clients;
 pub mod latency;
 pub mod memory;
+pub mod presence;
 pub mod raw;
 pub mod report;
 pub mod shards;

@@ -20,8 +20,8 @@ use std::time::Instant;
 
 use switchboard_tests::bench::report::{self, Machine, Row};
 use switchboard_tests::bench::{
-    BenchResult, Chat, Cluster, Settings, chat, churn, density, fanout, latency, memory, raw,
-    shards, throughput,
+    BenchResult, Chat, Cluster, Settings, chat, churn, density, fanout, latency, memory, presence,
+    raw, shards, throughput,
 };
 
 const USAGE: &str = "usage: switchboard-bench --redis <url> [--quick] [--only B1,B3] [--out <path>] \
@@ -29,7 +29,7 @@ const USAGE: &str = "usage: switchboard-bench --redis <url> [--quick] [--only B1
                      [--cluster <url> | --cluster-missing <reason>]";
 
 /// The scenarios, in the order they run.
-const SCENARIOS: [(&str, &str); 8] = [
+const SCENARIOS: [(&str, &str); 9] = [
     ("B1", "send_all throughput A->B"),
     ("B2", "send_connection latency at 5k/s"),
     ("B3", "send_group to 10k members"),
@@ -47,6 +47,7 @@ const SCENARIOS: [(&str, &str); 8] = [
         "B9",
         "connection density: idle WebSockets on the chat example",
     ),
+    ("B10", "presence queries across 3 servers"),
 ];
 
 /// What the command line asks for.
@@ -87,7 +88,7 @@ fn parse() -> Result<Invocation, String> {
                     .iter()
                     .find(|id| !SCENARIOS.iter().any(|(known, _)| known == id))
                 {
-                    return Err(format!("unknown scenario {bad} (known: B1..B7, B9)"));
+                    return Err(format!("unknown scenario {bad} (known: B1..B7, B9, B10)"));
                 }
                 only = Some(ids);
             }
@@ -189,6 +190,7 @@ async fn bench(settings: Settings, out: PathBuf) -> BenchResult<()> {
             "B5" => memory::run(&settings).await,
             "B6" => chat::run(&settings).await,
             "B9" => density::run(&settings).await,
+            "B10" => presence::run(&settings).await,
             _ => shards::run(&settings).await,
         };
         match result {

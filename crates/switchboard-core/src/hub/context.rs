@@ -11,6 +11,7 @@ use crate::error::Result;
 use crate::manager::HubLifetimeManager;
 use crate::message::SerializedMessage;
 use crate::pending::{InvocationIds, InvokeOptions};
+use crate::presence::Presence;
 use crate::protocol::Protocol;
 
 /// The default time a client has to answer a client-result invocation.
@@ -168,6 +169,25 @@ impl HubContext {
             .manager
             .remove_from_group(connection_id, group)
             .await
+    }
+
+    /// Whether a user has a connection on any server (see
+    /// [`HubLifetimeManager::is_user_online`]).
+    pub async fn is_user_online(&self, user: &str) -> Result<bool> {
+        self.inner.manager.is_user_online(user).await
+    }
+
+    /// A user's connections on every server: at most `limit` ids, and how
+    /// many there are (see [`HubLifetimeManager::user_connections`]).
+    pub async fn user_connections(&self, user: &str, limit: usize) -> Result<Presence> {
+        self.inner.manager.user_connections(user, limit).await
+    }
+
+    /// A group's members on every server: at most `limit` ids, and how
+    /// many there are; a limit of 0 only counts them (see
+    /// [`HubLifetimeManager::group_members`]).
+    pub async fn group_members(&self, group: &str, limit: usize) -> Result<Presence> {
+        self.inner.manager.group_members(group, limit).await
     }
 
     fn clients_for(&self, target: Target) -> Clients {
