@@ -162,19 +162,28 @@ fn cargo_test_tiers(extra: &[OsString]) -> Vec<Step> {
 /// Tiers that run outside cargo's test runner, after the cargo tiers and against the same
 /// redis-server: the official SignalR JavaScript client against two chat servers (an npm
 /// project in `tests/interop`), the same with the independent Python client `signalrcore` (a
-/// unittest module in `tests/interop/python`, run in its own virtualenv), the chat page in
-/// headless Chromium, and a short coverage-guided fuzzing run of every decoder.
+/// unittest module in `tests/interop/python`, run in its own virtualenv), the chat and
+/// dashboard pages in headless Chromium, and a short coverage-guided fuzzing run of every decoder.
 fn external_tiers() -> Vec<Step> {
     let interop = crate::project_root().join("tests").join("interop");
     let interop = interop.to_string_lossy().into_owned();
     let python_tests = crate::python::test_dir().to_string_lossy().into_owned();
-    let chat = crate::target_dir()
-        .join("debug")
-        .join("examples")
-        .join("chat");
+    let examples = crate::target_dir().join("debug").join("examples");
+    let chat = examples.join("chat");
+    let dashboard = examples.join("dashboard");
     vec![
         // `--workspace` resolves features as the test step did, so nothing is rebuilt.
-        Step::cargo("chat-build", &["build", "--workspace", "--example", "chat"]),
+        Step::cargo(
+            "chat-build",
+            &[
+                "build",
+                "--workspace",
+                "--example",
+                "chat",
+                "--example",
+                "dashboard",
+            ],
+        ),
         Step::program(
             "npm-ci",
             "npm",
@@ -216,6 +225,7 @@ fn external_tiers() -> Vec<Step> {
         ),
         Step::program("browser", "npm", &["run", "browser", "--prefix", &interop])
             .with_env("SWITCHBOARD_CHAT_BIN", chat)
+            .with_env("SWITCHBOARD_DASHBOARD_BIN", dashboard)
             .with_env("SWITCHBOARD_CHROMIUM", crate::tools::CHROMIUM)
             .with_redis(),
         Step::internal(
@@ -555,6 +565,16 @@ mod tests {
                 .any(|(key, _)| *key == "SWITCHBOARD_CHAT_BIN")
         );
         assert_eq!(python.program, crate::python::venv_python());
+        let browser = steps
+            .iter()
+            .find(|step| step.name == "browser")
+            .expect("a browser step");
+        for example in ["SWITCHBOARD_CHAT_BIN", "SWITCHBOARD_DASHBOARD_BIN"] {
+            assert!(
+                browser.env.iter().any(|(key, _)| *key == example),
+                "{example}"
+            );
+        }
         let venv = steps
             .iter()
             .find(|step| step.name == "python-venv")

@@ -21,20 +21,26 @@ function required(name) {
 
 /** A chat server process on the shared Redis. */
 export class ChatServer {
-  /** `args`: more command-line arguments, such as `['--no-websockets']`. */
-  static async start(port = 0, args = []) {
+  /**
+   * `args`: more command-line arguments, such as `['--no-websockets']`.
+   * `binary`: the environment variable naming the example to run (the chat
+   * example by default); `env`: more environment for it.
+   */
+  static async start(port = 0, args = [], { binary = 'SWITCHBOARD_CHAT_BIN', env = {} } = {}) {
     const server = new ChatServer();
     server.args = args;
+    server.binary = binary;
+    server.env = env;
     await server.#spawn(port);
     return server;
   }
 
   async #spawn(port) {
-    const binary = required('SWITCHBOARD_CHAT_BIN');
+    const binary = required(this.binary);
     const redis = required('SWITCHBOARD_REDIS_URL');
     this.process = spawn(binary, ['--port', String(port), '--redis', redis, ...this.args], {
       stdio: ['ignore', 'pipe', 'inherit'],
-      env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
+      env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn', ...this.env },
     });
     this.exited = new Promise((resolve) => this.process.once('exit', (code, signal) => resolve(code ?? signal)));
     const lines = createInterface({ input: this.process.stdout });
