@@ -47,7 +47,7 @@ Commands:
   bench [--quick] [--only B1,B3,...]
       Build the bench binary (switchboard-tests, bin switchboard-bench) in
       release mode, start redis-server on a free loopback port, and run the
-      benchmarks B1..B7 and B9, each beside a baseline measured in the same
+      benchmarks B1..B7, B9 and B10, each beside a baseline measured in the same
       run (raw Redis for B1..B6; for B7, the single server beside a 3-master
       Redis Cluster that it starts; for B9, a bare axum WebSocket server).
       Prints a table and writes target/bench/results.json. B6 and B9 need
@@ -222,14 +222,17 @@ fn parse_bench(mut args: impl Iterator<Item = OsString>) -> Result<Command, Stri
                     .and_then(|ids| ids.into_string().ok())
                     .ok_or("`--only` needs a list of scenarios, such as `B1,B3`")?;
                 for id in ids.split(',') {
-                    let known = id.trim().len() == 2
-                        && id.trim()[..1].eq_ignore_ascii_case("b")
+                    let id = id.trim();
+                    let known = id.len() >= 2
+                        && id[..1].eq_ignore_ascii_case("b")
                         && matches!(
-                            &id.trim()[1..],
-                            "1" | "2" | "3" | "4" | "5" | "6" | "7" | "9"
+                            &id[1..],
+                            "1" | "2" | "3" | "4" | "5" | "6" | "7" | "9" | "10"
                         );
                     if !known {
-                        return Err(format!("unknown scenario `{id}` (known: B1 to B7, B9)"));
+                        return Err(format!(
+                            "unknown scenario `{id}` (known: B1 to B7, B9, B10)"
+                        ));
                     }
                 }
                 options.only = Some(ids);
