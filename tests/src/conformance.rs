@@ -1020,3 +1020,47 @@ pub async fn scaleout_presence_limit_spans_servers(backend: &dyn Backend) {
     let counted = within(s2.group_members("big", 0)).await.unwrap();
     assert_eq!((counted.count, counted.connections.len()), (5, 0));
 }
+
+/// Scale-out. Sends made one after another on one server reach a
+/// connection on another server in the order they were made: a broadcast,
+/// a group, a user and a connection send, in turns.
+pub async fn scaleout_sends_from_one_server_keep_their_order(backend: &dyn Backend) {
+    const ROUNDS: usize = 200;
+    let (s1, s2) = two(backend).await;
+    let mut remote = TestClient::connect_user(&s2, "ada").await;
+    s2.add_to_group(remote.id(), "room").await.unwrap();
+    backend.settle().await;
+
+    for i in 0..ROUNDS {
+        let text = i.to_string();
+        match i % 4 {
+            0 => s1.send_all(&message("m", (text,))).await.unwrap(),
+            1 => s1.send_group("room", &message("m", (text,))).await.unwrap(),
+            2 => s1.send_user("ada", &message("m", (text,))).await.unwrap(),
+            _ => s1
+                .send_connection(remote.id(), &message("m", (text,)))
+                .await
+                .unwrap(),
+        }
+    }
+    for i in 0..ROUNDS {
+        assert_eq!(remote.recv().await.arguments, vec![json!(i.to_string())]);
+    }
+}
+
+/// Scale-out. One server's sends to one group, made back to back, arrive in
+/// order (per channel, also on a cluster).
+pub async fn scaleout_group_sends_keep_their_order(backend: &dyn Backend) {
+    const SENDS: usize = 500;
+    let (s1, s2) = two(backend).await;
+    let mut member = TestClient::connect(&s2).await;
+    s2.add_to_group(member.id(), "room").await.unwrap();
+    backend.settle().await;
+
+    for i in 0..SENDS {
+        s1.send_group("room", &message("m", (i,))).await.unwrap();
+    }
+    for i in 0..SENDS {
+        assert_eq!(member.recv().await.arguments, vec![json!(i)]);
+    }
+}

@@ -79,16 +79,23 @@ macro_rules! scaleout_scenarios {
             frames_are_forwarded_byte_for_byte,
             scaleout_presence_spans_servers,
             scaleout_presence_limit_spans_servers,
+            scaleout_group_sends_keep_their_order,
         );
     };
 }
 
 mod loopback {
     scaleout_scenarios!(switchboard_tests::LoopbackBackend::new());
+    // One bus, one dispatcher: the order holds across channels.
+    scenarios!(switchboard_tests::LoopbackBackend::new(); scaleout_sends_from_one_server_keep_their_order);
 }
 
 mod redis {
     scaleout_scenarios!(switchboard_tests::RedisBackend::new());
+    // One node: one publishing and one subscribing connection per server, so
+    // the order holds across channels. (Across the shards of a cluster it
+    // does not: per channel only.)
+    scenarios!(switchboard_tests::RedisBackend::new(); scaleout_sends_from_one_server_keep_their_order);
 }
 
 mod redis_cluster {
