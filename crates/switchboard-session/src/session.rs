@@ -910,7 +910,20 @@ async fn write_loop<K: ClientSink>(
     let mut closing: Option<Instant> = None;
     // When the pending Ack goes out.
     let mut ack_at: Option<Instant> = None;
+    // One timer for the pending Ack and the keep-alive, re-armed only when
+    // the next of them comes earlier than it is set for, or once it has
+    // fired: a write moves the keep-alive later without touching the timer,
+    // which then fires early once per interval and is set again.
+    let timer = tokio::time::sleep_until(last_sent + options.keep_alive_interval);
+    tokio::pin!(timer);
+    let mut timer_at = last_sent + options.keep_alive_interval;
     loop {
+        let keep_alive_at = last_sent + options.keep_alive_interval;
+        let due = ack_at.map_or(keep_alive_at, |at| at.min(keep_alive_at));
+        if due < timer_at || timer.is_elapsed() {
+            timer.as_mut().reset(due);
+            timer_at = due;
+        }
         // A full replay buffer holds the queue back, until the connection
         // closes: then what is queued still goes out.
         let full = replay.is_some_and(Replay::is_full) && !connection.is_closed();
@@ -924,14 +937,14 @@ async fn write_loop<K: ClientSink>(
             () = room(replay), if full => Next::Again,
             () = connection.closed(), if full => Next::Again,
             () = ack_due(replay), if ack_at.is_none() => Next::AckDue,
-            // One timer for both: the pending Ack, else the keep-alive.
-            () = tokio::time::sleep_until(match ack_at {
-                Some(at) => at.min(last_sent + options.keep_alive_interval),
-                None => last_sent + options.keep_alive_interval,
-            }) => match ack_at {
-                Some(at) if at <= Instant::now() => Next::Ack,
-                Some(_) => Next::KeepAlive,
-                None => Next::KeepAlive,
+            () = &mut timer => {
+                let now = Instant::now();
+                match ack_at {
+                    Some(at) if at <= now => Next::Ack,
+                    _ if last_sent + options.keep_alive_interval <= now => Next::KeepAlive,
+                    // Set for a keep-alive that a write has moved on.
+                    _ => Next::Again,
+                }
             },
         };
         let frames = match next {
