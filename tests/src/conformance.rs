@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use switchboard_core::{Error, HubLifetimeManager, InvocationIds, InvokeOptions};
+use switchboard_core::{Error, HubLifetimeManager, InvocationIds, InvokeOptions, Recipients};
 use tokio_util::sync::CancellationToken;
 
 use crate::{Backend, TestClient, message, within};
@@ -1045,6 +1045,55 @@ pub async fn scaleout_sends_from_one_server_keep_their_order(backend: &dyn Backe
     }
     for i in 0..ROUNDS {
         assert_eq!(remote.recv().await.arguments, vec![json!(i.to_string())]);
+    }
+}
+
+/// Scale-out. Sends that may return once queued (those of non-blocking
+/// invocations), mixed with sends that wait for the backplane, reach a
+/// remote connection in the order they were made, across kinds.
+pub async fn scaleout_queued_sends_keep_their_order(backend: &dyn Backend) {
+    const ROUNDS: usize = 400;
+    let (s1, s2) = two(backend).await;
+    let mut remote = TestClient::connect_user(&s2, "ada").await;
+    s2.add_to_group(remote.id(), "room").await.unwrap();
+    backend.settle().await;
+
+    for i in 0..ROUNDS {
+        let text = message("m", (i.to_string(),));
+        let recipients = match i % 4 {
+            0 => Recipients::All,
+            1 => Recipients::Group("room".to_owned()),
+            2 => Recipients::User("ada".to_owned()),
+            _ => Recipients::Connection(remote.id().clone()),
+        };
+        // Four queued, then four waited for, and so on.
+        if i % 8 < 4 {
+            s1.send_queued(&recipients, &text).await.unwrap();
+        } else {
+            recipients.send_confirmed(&*s1, &text).await.unwrap();
+        }
+    }
+    for i in 0..ROUNDS {
+        assert_eq!(remote.recv().await.arguments, vec![json!(i.to_string())]);
+    }
+}
+
+/// Scale-out. Queued group sends, made back to back, arrive in order and
+/// none is lost (per channel, also on a cluster).
+pub async fn scaleout_queued_group_sends_keep_their_order(backend: &dyn Backend) {
+    // Within a connection's default queue, which nobody reads meanwhile.
+    const SENDS: usize = 1_000;
+    let (s1, s2) = two(backend).await;
+    let mut member = TestClient::connect(&s2).await;
+    s2.add_to_group(member.id(), "room").await.unwrap();
+    backend.settle().await;
+
+    let room = Recipients::Group("room".to_owned());
+    for i in 0..SENDS {
+        s1.send_queued(&room, &message("m", (i,))).await.unwrap();
+    }
+    for i in 0..SENDS {
+        assert_eq!(member.recv().await.arguments, vec![json!(i)]);
     }
 }
 

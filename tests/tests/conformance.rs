@@ -80,6 +80,7 @@ macro_rules! scaleout_scenarios {
             scaleout_presence_spans_servers,
             scaleout_presence_limit_spans_servers,
             scaleout_group_sends_keep_their_order,
+            scaleout_queued_group_sends_keep_their_order,
         );
     };
 }
@@ -87,7 +88,7 @@ macro_rules! scaleout_scenarios {
 mod loopback {
     scaleout_scenarios!(switchboard_tests::LoopbackBackend::new());
     // One bus, one dispatcher: the order holds across channels.
-    scenarios!(switchboard_tests::LoopbackBackend::new(); scaleout_sends_from_one_server_keep_their_order);
+    scenarios!(switchboard_tests::LoopbackBackend::new(); scaleout_sends_from_one_server_keep_their_order, scaleout_queued_sends_keep_their_order);
 }
 
 mod redis {
@@ -95,7 +96,7 @@ mod redis {
     // One node: one publishing and one subscribing connection per server, so
     // the order holds across channels. (Across the shards of a cluster it
     // does not: per channel only.)
-    scenarios!(switchboard_tests::RedisBackend::new(); scaleout_sends_from_one_server_keep_their_order);
+    scenarios!(switchboard_tests::RedisBackend::new(); scaleout_sends_from_one_server_keep_their_order, scaleout_queued_sends_keep_their_order);
 }
 
 mod redis_cluster {

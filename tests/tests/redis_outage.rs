@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use switchboard_core::{Error, HubLifetimeManager};
+use switchboard_core::{Error, HubLifetimeManager, Recipients};
 use switchboard_redis::{RedisHubLifetimeManager, RedisOptions};
 use switchboard_tests::redis_process::RedisProcess;
 use switchboard_tests::{TestClient, init_logging, message};
@@ -353,4 +353,156 @@ async fn delivery_resumes_after_redis_stall() {
     assert_delivered(&mut [&mut a, &mut b], "user").await;
     s2.send_all(&message("m", ("all",))).await.unwrap();
     assert_delivered(&mut [&mut a, &mut b], "all").await;
+}
+
+/// The bound on a queued send while Redis stalls: one that waits for its
+/// answer behind queued publishes waits at most 2 s for the queue to move,
+/// else the default publish timeout (750 ms), plus scheduling slack.
+const QUEUED_SEND_BOUND: Duration = Duration::from_secs(3);
+
+/// Sends that may return once queued (those of non-blocking invocations)
+/// meet a stalled Redis. The first returns without an answer (nothing could
+/// answer it); once the queue stops moving they wait for their answers
+/// again and fail within a bound; the queued publishes that failed are
+/// counted; afterwards queued sends are delivered again, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_sends_report_a_stalled_redis() {
+    init_logging();
+    let redis = RedisProcess::start();
+    let url = redis.url();
+    let s1 = server(&url).await;
+    let s2 = server(&url).await;
+    let mut b = TestClient::connect(&s2).await;
+    s2.add_to_group(b.id(), "room").await.unwrap();
+    let room = Recipients::Group("room".to_owned());
+    s1.send_queued(&room, &message("m", ("before",)))
+        .await
+        .unwrap();
+    assert_delivered(&mut [&mut b], "before").await;
+    let errors_before = s1.stats().backplane_publish_errors;
+
+    // --- stall
+    redis.pause();
+    let first = s1.send_queued(&room, &message("m", ("queued",))).await;
+    assert!(
+        first.is_ok(),
+        "a queued send waits for no answer, and the queue was healthy: {first:?}"
+    );
+    let stalled = Instant::now();
+    let (mut worst, mut queued, mut failures) = (Duration::ZERO, 0u32, 0u32);
+    while stalled.elapsed() < Duration::from_secs(5) {
+        let started = Instant::now();
+        match s1.send_queued(&room, &message("m", ("during",))).await {
+            Ok(()) => queued += 1,
+            Err(Error::BackplaneUnavailable { .. }) => failures += 1,
+            Err(e) => panic!("unexpected error during the stall: {e}"),
+        }
+        worst = worst.max(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!("during the stall: {queued} queued, {failures} failed, slowest {worst:?}");
+    assert!(
+        failures > 0,
+        "queued sends to a stalled Redis must fail once the queue stops moving"
+    );
+    assert!(
+        worst <= QUEUED_SEND_BOUND,
+        "a queued send during the stall took {worst:?}"
+    );
+    let errors = s1.stats().backplane_publish_errors - errors_before;
+    assert!(
+        errors > u64::from(failures),
+        "the queued publishes that failed are counted too: {errors} errors, {failures} sends failed"
+    );
+
+    // --- resume
+    redis.resume();
+    let s1_ref = &s1;
+    let room_ref = &room;
+    wait_for_delivery(&mut b, "probe", |marker| async move {
+        s1_ref.send_queued(room_ref, &message("m", (marker,))).await
+    })
+    .await;
+    for i in 0..100 {
+        s1.send_queued(&room, &message("m", (format!("order-{i}"),)))
+            .await
+            .unwrap();
+    }
+    // A message overtaken by a later one would be skipped looking for it,
+    // and the later one never found again.
+    for i in 0..100 {
+        assert!(
+            b.recv_marked(&format!("order-{i}"), Duration::from_secs(5))
+                .await
+                .is_some(),
+            "order-{i} did not arrive in order after the stall"
+        );
+    }
+}
+
+/// Which sends of a hub method may return once queued: those of a
+/// non-blocking invocation (the client waits for no answer), unless the
+/// method asks for confirmation. Told apart with a stalled Redis, which
+/// answers nothing: a send that waited for its answer fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_non_blocking_invocations_queue_their_sends() {
+    use switchboard_core::protocol::{HubMessage, Invocation, Protocol};
+    use switchboard_core::{CallContext, Connection, ConnectionOptions, Hub};
+
+    init_logging();
+    let redis = RedisProcess::start();
+    let manager = server(&redis.url()).await;
+    let (outcomes, mut outcome) = tokio::sync::mpsc::unbounded_channel::<(&str, bool)>();
+    let shout = {
+        let outcomes = outcomes.clone();
+        move |ctx: CallContext, (): ()| {
+            let outcomes = outcomes.clone();
+            async move {
+                let sent = ctx.all().send("m", ("shout",)).await;
+                let _ = outcomes.send(("shout", sent.is_ok()));
+                Ok(())
+            }
+        }
+    };
+    let confirmed = move |ctx: CallContext, (): ()| {
+        let outcomes = outcomes.clone();
+        async move {
+            let sent = ctx.confirmed().all().send("m", ("confirmed",)).await;
+            let _ = outcomes.send(("confirmed", sent.is_ok()));
+            Ok(())
+        }
+    };
+    let hub = Hub::builder()
+        .method("Shout", shout)
+        .method("Confirmed", confirmed)
+        .build(manager.clone());
+    let (connection, _outbound) = Connection::new(ConnectionOptions::new(Protocol::Json));
+    let session = hub.connect(connection).await.unwrap();
+    let invoke = |id: Option<&str>, target: &str| {
+        HubMessage::Invocation(Invocation {
+            invocation_id: id.map(str::to_owned),
+            target: target.to_owned(),
+            arguments: vec![],
+            stream_ids: vec![],
+        })
+    };
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(10), outcome.recv())
+            .await
+            .expect("the method ran")
+            .unwrap()
+    };
+
+    redis.pause();
+    session.handle(invoke(None, "Shout")).await;
+    assert_eq!(next().await, ("shout", true), "non-blocking: queued");
+    session.handle(invoke(Some("1"), "Shout")).await;
+    assert_eq!(next().await, ("shout", false), "blocking: waits, fails");
+    session.handle(invoke(None, "Confirmed")).await;
+    assert_eq!(
+        next().await,
+        ("confirmed", false),
+        "confirmed: waits, fails"
+    );
+    redis.resume();
 }

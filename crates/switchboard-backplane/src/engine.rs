@@ -15,8 +15,8 @@ use switchboard_channels::{ChannelKind, Channels};
 use switchboard_core::protocol::{Completion, Outcome, Protocol, RawValue};
 use switchboard_core::{
     ClientResponse, Connection, ConnectionId, ConnectionStore, Error, Health, HubLifetimeManager,
-    InvokeOptions, ManagerStats, PendingInvocations, Presence, Result, ResultSender, SendKind,
-    SerializedMessage, clamp_limit, outcome_to_result, wait_for_response,
+    InvokeOptions, ManagerStats, PendingInvocations, Presence, Recipients, Result, ResultSender,
+    SendKind, SerializedMessage, clamp_limit, outcome_to_result, wait_for_response,
 };
 use switchboard_protocol as wire;
 use tokio::sync::oneshot;
@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::commands::{CommandQueue, Submitted};
 use crate::driver::{BackplaneDriver, DriverEvent, DriverEvents};
 use crate::options::ScaleOutOptions;
+use crate::outgoing::{Outgoing, Publish};
 use crate::presence::{Gatherings, MAX_ANSWERING};
 use crate::subscriptions::{Op, Subscriptions, applied};
 
@@ -111,12 +112,38 @@ struct Inner<D: BackplaneDriver> {
     /// Group commands from other servers being applied: concurrently across
     /// connections, in order per connection, bounded.
     commands: CommandQueue,
+    /// Publishes of non-blocking invocations' sends, in order, not waited
+    /// for.
+    outgoing: Outgoing,
     /// Backplane counters.
     counters: Counters,
     /// Cancelled by `shutdown`: background tasks end.
     shutdown: CancellationToken,
     /// The background tasks, ended on shutdown.
     tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Whether a send waits for the backplane's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// It returns once the backplane answered, and reports a failure.
+    Confirmed,
+    /// It may return once queued (see [`crate::outgoing`]).
+    Queued,
+}
+
+/// Who an invocation goes to, as the engine sends it.
+#[derive(Debug, Clone, Copy)]
+enum To<'a> {
+    /// Every connection but the excluded ones.
+    All(&'a [ConnectionId]),
+    Connection(&'a str),
+    Connections(&'a [ConnectionId]),
+    /// A group's members but the excluded ones.
+    Group(&'a str, &'a [ConnectionId]),
+    Groups(&'a [String]),
+    User(&'a str),
+    Users(&'a [String]),
 }
 
 /// A client-result call of a local connection, started on another server.
@@ -251,28 +278,45 @@ impl<D: BackplaneDriver> ScaleOutManager<D> {
             });
         }
         let commands = CommandQueue::new(options.max_pending_group_commands);
-        let inner = Arc::new(Inner {
-            server_name,
-            channels,
-            options,
-            driver,
-            store: ConnectionStore::new(),
-            membership: Mutex::new(()),
-            subscriptions,
-            results: PendingInvocations::new(),
-            forwarded: PendingInvocations::new(),
-            acks: Mutex::new(HashMap::new()),
-            next_ack: AtomicU64::new(1),
-            presence: Gatherings::default(),
-            answering: AtomicUsize::new(0),
-            commands,
-            counters: Counters::new(),
-            shutdown: CancellationToken::new(),
-            tasks: Mutex::new(Vec::new()),
+        let mut publisher = None;
+        let inner = Arc::new_cyclic(|weak: &Weak<Inner<D>>| {
+            let weak = weak.clone();
+            let publish: Publish = Arc::new(move |channel, envelope| {
+                let inner = weak.upgrade();
+                Box::pin(async move {
+                    match inner {
+                        Some(inner) => inner.publish_now(channel, envelope).await,
+                        None => Err(Error::Shutdown),
+                    }
+                })
+            });
+            let (outgoing, task) = Outgoing::start(publish);
+            publisher = Some(tokio::spawn(task));
+            Inner {
+                server_name,
+                channels,
+                options,
+                driver,
+                store: ConnectionStore::new(),
+                membership: Mutex::new(()),
+                subscriptions,
+                results: PendingInvocations::new(),
+                forwarded: PendingInvocations::new(),
+                acks: Mutex::new(HashMap::new()),
+                next_ack: AtomicU64::new(1),
+                presence: Gatherings::default(),
+                answering: AtomicUsize::new(0),
+                commands,
+                outgoing,
+                counters: Counters::new(),
+                shutdown: CancellationToken::new(),
+                tasks: Mutex::new(Vec::new()),
+            }
         });
         let weak = Arc::downgrade(&inner);
         let tasks = vec![
             worker,
+            publisher.expect("made by new_cyclic"),
             tokio::spawn(pump(weak.clone(), events, inner.shutdown.clone())),
             tokio::spawn(maintain(weak, inner.shutdown.clone())),
         ];
@@ -310,6 +354,8 @@ impl<D: BackplaneDriver> ScaleOutManager<D> {
     /// [`Error::Shutdown`], and shuts the driver down.
     pub async fn shutdown(&self) {
         let inner = &self.inner;
+        // Sends that returned once queued are published first.
+        inner.outgoing.flush().await;
         inner.shutdown.cancel();
         for (_, waiter) in inner.results.drain() {
             let _ = waiter.send(Err(Error::Shutdown));
@@ -382,15 +428,43 @@ fn result_invocation_envelope(
 }
 
 impl<D: BackplaneDriver> Inner<D> {
-    /// Publishes one envelope; returns how many servers received it, when
-    /// the driver knows.
+    /// Publishes one envelope and waits for the answer; returns how many
+    /// servers received it, when the driver knows.
     async fn publish(&self, channel: String, envelope: Bytes) -> Result<Option<u64>> {
+        self.check_size(&envelope)?;
+        if self.outgoing.has_waiting() {
+            // Behind the queued publishes, so it cannot overtake them.
+            self.outgoing.publish_behind(channel, envelope).await
+        } else {
+            self.publish_now(channel, envelope).await
+        }
+    }
+
+    /// Publishes one envelope without waiting for the answer when the
+    /// publish queue is healthy; else as [`Inner::publish`].
+    async fn publish_queued(&self, channel: String, envelope: Bytes) -> Result<()> {
+        self.check_size(&envelope)?;
+        match self
+            .outgoing
+            .try_queue(self.driver.is_connected(), channel, envelope)
+        {
+            Ok(()) => Ok(()),
+            Err((channel, envelope)) => self.publish(channel, envelope).await.map(drop),
+        }
+    }
+
+    fn check_size(&self, envelope: &Bytes) -> Result<()> {
         if envelope.len() > self.options.max_envelope_size {
             return Err(Error::MessageTooLarge {
                 size: envelope.len(),
                 limit: self.options.max_envelope_size,
             });
         }
+        Ok(())
+    }
+
+    /// Hands one envelope to the driver now, and counts the outcome.
+    async fn publish_now(&self, channel: String, envelope: Bytes) -> Result<Option<u64>> {
         let started = Instant::now();
         let published = self.driver.publish(channel, envelope).await;
         metrics::histogram!(switchboard_core::metrics::BACKPLANE_PUBLISH_DURATION)
@@ -413,15 +487,29 @@ impl<D: BackplaneDriver> Inner<D> {
         channel: String,
         message: &SerializedMessage,
         excluded: &[ConnectionId],
+        mode: Mode,
     ) -> Result<()> {
-        self.publish(channel, invocation_envelope(message, excluded))
-            .await
-            .map(drop)
+        let envelope = invocation_envelope(message, excluded);
+        match mode {
+            Mode::Confirmed => self.publish(channel, envelope).await.map(drop),
+            Mode::Queued => self.publish_queued(channel, envelope).await,
+        }
     }
 
     /// Publishes the same invocation on several channels, pipelined.
-    async fn publish_many(&self, channels: Vec<String>, message: &SerializedMessage) -> Result<()> {
+    async fn publish_many(
+        &self,
+        channels: Vec<String>,
+        message: &SerializedMessage,
+        mode: Mode,
+    ) -> Result<()> {
         let envelope = invocation_envelope(message, &[]);
+        if mode == Mode::Queued {
+            for channel in channels {
+                self.publish_queued(channel, envelope.clone()).await?;
+            }
+            return Ok(());
+        }
         let sends = channels
             .into_iter()
             .map(|channel| self.publish(channel, envelope.clone()));
@@ -429,6 +517,61 @@ impl<D: BackplaneDriver> Inner<D> {
             result?;
         }
         Ok(())
+    }
+
+    /// Sends an invocation to `to`: at once to connections held here,
+    /// through the backplane for the rest.
+    async fn send_to(&self, to: To<'_>, message: &SerializedMessage, mode: Mode) -> Result<()> {
+        match to {
+            To::All(excluded) => {
+                self.store.count_sends(SendKind::All, 1);
+                self.publish_invocation(self.channels.all(), message, excluded, mode)
+                    .await
+            }
+            To::Connection(connection_id) => {
+                self.store.count_sends(SendKind::Connection, 1);
+                // A local connection is served directly: no round trip
+                // through the backplane.
+                if self.store.deliver_connection(connection_id, message) {
+                    return Ok(());
+                }
+                self.publish_invocation(self.channels.connection(connection_id), message, &[], mode)
+                    .await
+            }
+            To::Connections(connection_ids) => {
+                self.store
+                    .count_sends(SendKind::Connection, connection_ids.len());
+                let remote: Vec<String> = connection_ids
+                    .iter()
+                    .filter(|id| !self.store.deliver_connection(id, message))
+                    .map(|id| self.channels.connection(id))
+                    .collect();
+                if remote.is_empty() {
+                    return Ok(());
+                }
+                self.publish_many(remote, message, mode).await
+            }
+            To::Group(group, excluded) => {
+                self.store.count_sends(SendKind::Group, 1);
+                self.publish_invocation(self.channels.group(group), message, excluded, mode)
+                    .await
+            }
+            To::Groups(groups) => {
+                self.store.count_sends(SendKind::Group, groups.len());
+                let channels = groups.iter().map(|g| self.channels.group(g)).collect();
+                self.publish_many(channels, message, mode).await
+            }
+            To::User(user) => {
+                self.store.count_sends(SendKind::User, 1);
+                self.publish_invocation(self.channels.user(user), message, &[], mode)
+                    .await
+            }
+            To::Users(users) => {
+                self.store.count_sends(SendKind::User, users.len());
+                let channels = users.iter().map(|u| self.channels.user(u)).collect();
+                self.publish_many(channels, message, mode).await
+            }
+        }
     }
 
     /// Adds a local connection to a group, subscribing on the first member.
@@ -1250,9 +1393,8 @@ impl<D: BackplaneDriver> HubLifetimeManager for ScaleOutManager<D> {
     }
 
     async fn send_all(&self, message: &SerializedMessage) -> Result<()> {
-        self.inner.store.count_sends(SendKind::All, 1);
         self.inner
-            .publish_invocation(self.inner.channels.all(), message, &[])
+            .send_to(To::All(&[]), message, Mode::Confirmed)
             .await
     }
 
@@ -1261,9 +1403,8 @@ impl<D: BackplaneDriver> HubLifetimeManager for ScaleOutManager<D> {
         message: &SerializedMessage,
         excluded: &[ConnectionId],
     ) -> Result<()> {
-        self.inner.store.count_sends(SendKind::All, 1);
         self.inner
-            .publish_invocation(self.inner.channels.all(), message, excluded)
+            .send_to(To::All(excluded), message, Mode::Confirmed)
             .await
     }
 
@@ -1272,13 +1413,8 @@ impl<D: BackplaneDriver> HubLifetimeManager for ScaleOutManager<D> {
         connection_id: &str,
         message: &SerializedMessage,
     ) -> Result<()> {
-        self.inner.store.count_sends(SendKind::Connection, 1);
-        // A local connection is served directly: no round trip through the backplane.
-        if self.inner.store.deliver_connection(connection_id, message) {
-            return Ok(());
-        }
         self.inner
-            .publish_invocation(self.inner.channels.connection(connection_id), message, &[])
+            .send_to(To::Connection(connection_id), message, Mode::Confirmed)
             .await
     }
 
@@ -1288,33 +1424,20 @@ impl<D: BackplaneDriver> HubLifetimeManager for ScaleOutManager<D> {
         message: &SerializedMessage,
     ) -> Result<()> {
         self.inner
-            .store
-            .count_sends(SendKind::Connection, connection_ids.len());
-        let remote: Vec<String> = connection_ids
-            .iter()
-            .filter(|id| !self.inner.store.deliver_connection(id, message))
-            .map(|id| self.inner.channels.connection(id))
-            .collect();
-        if remote.is_empty() {
-            return Ok(());
-        }
-        self.inner.publish_many(remote, message).await
+            .send_to(To::Connections(connection_ids), message, Mode::Confirmed)
+            .await
     }
 
     async fn send_group(&self, group: &str, message: &SerializedMessage) -> Result<()> {
-        self.inner.store.count_sends(SendKind::Group, 1);
         self.inner
-            .publish_invocation(self.inner.channels.group(group), message, &[])
+            .send_to(To::Group(group, &[]), message, Mode::Confirmed)
             .await
     }
 
     async fn send_groups(&self, groups: &[String], message: &SerializedMessage) -> Result<()> {
-        self.inner.store.count_sends(SendKind::Group, groups.len());
-        let channels = groups
-            .iter()
-            .map(|g| self.inner.channels.group(g))
-            .collect();
-        self.inner.publish_many(channels, message).await
+        self.inner
+            .send_to(To::Groups(groups), message, Mode::Confirmed)
+            .await
     }
 
     async fn send_group_except(
@@ -1323,23 +1446,42 @@ impl<D: BackplaneDriver> HubLifetimeManager for ScaleOutManager<D> {
         message: &SerializedMessage,
         excluded: &[ConnectionId],
     ) -> Result<()> {
-        self.inner.store.count_sends(SendKind::Group, 1);
         self.inner
-            .publish_invocation(self.inner.channels.group(group), message, excluded)
+            .send_to(To::Group(group, excluded), message, Mode::Confirmed)
             .await
     }
 
     async fn send_user(&self, user: &str, message: &SerializedMessage) -> Result<()> {
-        self.inner.store.count_sends(SendKind::User, 1);
         self.inner
-            .publish_invocation(self.inner.channels.user(user), message, &[])
+            .send_to(To::User(user), message, Mode::Confirmed)
             .await
     }
 
     async fn send_users(&self, users: &[String], message: &SerializedMessage) -> Result<()> {
-        self.inner.store.count_sends(SendKind::User, users.len());
-        let channels = users.iter().map(|u| self.inner.channels.user(u)).collect();
-        self.inner.publish_many(channels, message).await
+        self.inner
+            .send_to(To::Users(users), message, Mode::Confirmed)
+            .await
+    }
+
+    async fn send_queued(
+        &self,
+        recipients: &Recipients,
+        message: &SerializedMessage,
+    ) -> Result<()> {
+        let to = match recipients {
+            Recipients::All => To::All(&[]),
+            Recipients::AllExcept(excluded) => To::All(excluded),
+            Recipients::Connection(id) => To::Connection(id),
+            Recipients::Connections(ids) => To::Connections(ids),
+            Recipients::Group(group) => To::Group(group, &[]),
+            Recipients::Groups(groups) => To::Groups(groups),
+            Recipients::GroupExcept(group, excluded) => To::Group(group, excluded),
+            Recipients::User(user) => To::User(user),
+            Recipients::Users(users) => To::Users(users),
+            // A kind added later: sent as its confirmed method sends it.
+            other => return other.send_confirmed(self, message).await,
+        };
+        self.inner.send_to(to, message, Mode::Queued).await
     }
 
     async fn add_to_group(&self, connection_id: &str, group: &str) -> Result<()> {
@@ -1469,7 +1611,8 @@ impl<D: BackplaneDriver> HubLifetimeManager for ScaleOutManager<D> {
         stats.backplane_malformed = c.malformed.load(Ordering::Relaxed);
         stats.backplane_oversize = c.oversize.load(Ordering::Relaxed);
         stats.backplane_lagged = c.lagged.load(Ordering::Relaxed);
-        stats.backplane_publish_errors = c.publish_errors.load(Ordering::Relaxed);
+        stats.backplane_publish_errors =
+            c.publish_errors.load(Ordering::Relaxed) + self.inner.outgoing.expired();
         stats.backplane_reconnects = c.reconnects.load(Ordering::Relaxed);
         stats.backplane_resyncs = self.inner.subscriptions.resyncs();
         let store = &self.inner.store;

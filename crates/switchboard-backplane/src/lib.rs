@@ -153,6 +153,33 @@
 //! SignalR's behaviour too. Messages from different servers have no order
 //! between them.
 //!
+//! # Sends that do not wait: non-blocking invocations
+//!
+//! A send returns once the backplane answered its publish, and reports a
+//! failure. The exception is a send made by a hub method for a
+//! non-blocking invocation, whose client asked for no answer
+//! ([`HubLifetimeManager::send_queued`](switchboard_core::HubLifetimeManager::send_queued)):
+//! it returns once its publish is queued. One task hands queued publishes
+//! to the driver in queue order, up to 256 unanswered at once, so a
+//! connection invoking a broadcast in a loop is not held to one invocation
+//! per Redis round trip, and the driver writes many publishes per system
+//! call. A send that waits for its answer while queued publishes are still
+//! waiting for the driver goes behind them, so one server's sends keep
+//! their order whichever way they were made.
+//!
+//! Failures still surface. A queued publish that fails is counted in
+//! `backplane_publish_errors` and logged, and from then on, until a publish
+//! succeeds again, sends wait for their answers and report failures as
+//! every other send does. The same holds while publishes are under way and
+//! none was answered for 500 ms (a stalled backplane), while the driver
+//! reports the link down, and while 8,192 publishes wait in the queue. A
+//! queued publish that waited 2 s for the driver is dropped and counted
+//! rather than delivered late, and a send waiting behind the queue fails
+//! after those 2 s. On [`ScaleOutManager::shutdown`], what is queued is
+//! published first (for at most 2 s). A method that must know its send
+//! reached the backplane sends through
+//! [`HubContext::confirmed`](switchboard_core::HubContext::confirmed).
+//!
 //! # When the backplane goes away
 //!
 //! Sends fail at once (or within the driver's publish timeout) with
@@ -187,6 +214,7 @@ mod driver;
 mod engine;
 mod loopback;
 mod options;
+mod outgoing;
 mod presence;
 mod subscriptions;
 

@@ -112,7 +112,7 @@ pub use hub::{
     HubArgument, HubBuilder, HubContext, HubError, HubOptions, HubSession, HubStats, UploadStream,
 };
 pub use id::{ConnectionId, random_token};
-pub use manager::HubLifetimeManager;
+pub use manager::{HubLifetimeManager, Recipients};
 pub use memory::InMemoryHubLifetimeManager;
 pub use message::SerializedMessage;
 pub use pending::{

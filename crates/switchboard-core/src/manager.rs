@@ -10,6 +10,55 @@ use crate::presence::Presence;
 use crate::protocol::Completion;
 use crate::stats::ManagerStats;
 
+/// Who a send addresses: the `send_*` methods of [`HubLifetimeManager`] as
+/// one value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Recipients {
+    /// Every connection.
+    All,
+    /// Every connection but these.
+    AllExcept(Vec<ConnectionId>),
+    /// One connection.
+    Connection(ConnectionId),
+    /// Several connections.
+    Connections(Vec<ConnectionId>),
+    /// The members of a group.
+    Group(String),
+    /// The members of several groups.
+    Groups(Vec<String>),
+    /// The members of a group but these connections.
+    GroupExcept(String, Vec<ConnectionId>),
+    /// Every connection of a user.
+    User(String),
+    /// Every connection of several users.
+    Users(Vec<String>),
+}
+
+impl Recipients {
+    /// Sends `message` to these recipients through the matching `send_*`
+    /// method of `manager`, which returns once the send is confirmed.
+    pub async fn send_confirmed<M: HubLifetimeManager + ?Sized>(
+        &self,
+        manager: &M,
+        message: &SerializedMessage,
+    ) -> Result<()> {
+        match self {
+            Recipients::All => manager.send_all(message).await,
+            Recipients::AllExcept(excluded) => manager.send_all_except(message, excluded).await,
+            Recipients::Connection(id) => manager.send_connection(id, message).await,
+            Recipients::Connections(ids) => manager.send_connections(ids, message).await,
+            Recipients::Group(group) => manager.send_group(group, message).await,
+            Recipients::Groups(groups) => manager.send_groups(groups, message).await,
+            Recipients::GroupExcept(group, excluded) => {
+                manager.send_group_except(group, message, excluded).await
+            }
+            Recipients::User(user) => manager.send_user(user, message).await,
+            Recipients::Users(users) => manager.send_users(users, message).await,
+        }
+    }
+}
+
 /// Tracks the connections of one hub and delivers messages to them, on this
 /// server or, for a backplane, on whichever server holds them.
 ///
@@ -82,6 +131,27 @@ pub trait HubLifetimeManager: Send + Sync + std::fmt::Debug + 'static {
 
     /// Sends to every connection of several users.
     async fn send_users(&self, users: &[String], message: &SerializedMessage) -> Result<()>;
+
+    /// Sends to `recipients` like the matching `send_*` method, but may
+    /// return as soon as the message is queued for the backplane, before the
+    /// backplane confirmed it.
+    ///
+    /// The hub uses this for the sends of non-blocking invocations (the
+    /// client asked for no answer), so that one connection's consecutive
+    /// invocations do not each wait for a backplane round trip. Queued sends
+    /// keep their order with every other send of this server. A queued send
+    /// that fails later is counted and logged; while the backplane is not
+    /// answering, the manager waits for confirmation again and reports the
+    /// failure here.
+    ///
+    /// The default waits, as the `send_*` methods do.
+    async fn send_queued(
+        &self,
+        recipients: &Recipients,
+        message: &SerializedMessage,
+    ) -> Result<()> {
+        recipients.send_confirmed(self, message).await
+    }
 
     /// Adds a connection, wherever it is, to a group. Adding twice is a
     /// no-op. A connection that exists nowhere is

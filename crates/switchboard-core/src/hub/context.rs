@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ConnectionId;
 use crate::connection::Connection;
 use crate::error::Result;
-use crate::manager::HubLifetimeManager;
+use crate::manager::{HubLifetimeManager, Recipients};
 use crate::message::SerializedMessage;
 use crate::pending::{InvocationIds, InvokeOptions};
 use crate::presence::Presence;
@@ -39,6 +39,10 @@ pub const DEFAULT_CLIENT_RESULT_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub struct HubContext {
     inner: Arc<Inner>,
+    /// Whether sends may return once queued for the backplane (see
+    /// [`HubLifetimeManager::send_queued`]): set for the calls of
+    /// non-blocking invocations only.
+    queued: bool,
 }
 
 #[derive(Debug)]
@@ -77,7 +81,31 @@ impl HubContext {
                 invocation_ids: InvocationIds::new(),
                 client_result_timeout,
             }),
+            queued: false,
         }
+    }
+
+    /// This context, sending the way a non-blocking invocation does when
+    /// `queued`: a send may return once queued for the backplane, in order,
+    /// before the backplane confirmed it (see
+    /// [`HubLifetimeManager::send_queued`]).
+    pub(crate) fn with_queued_sends(&self, queued: bool) -> HubContext {
+        HubContext {
+            inner: self.inner.clone(),
+            queued,
+        }
+    }
+
+    /// This context with sends that wait for the backplane's confirmation,
+    /// and report its failure, even in a non-blocking invocation.
+    ///
+    /// In the calls of non-blocking invocations (the client asked for no
+    /// answer) a send returns once it is queued for the backplane, so that
+    /// consecutive invocations do not each wait for a round trip; a failure
+    /// found later is counted and logged. A method that must know whether
+    /// its send reached the backplane sends through this context.
+    pub fn confirmed(&self) -> HubContext {
+        self.with_queued_sends(false)
     }
 
     /// The lifetime manager messages go through.
@@ -92,7 +120,7 @@ impl HubContext {
 
     /// Every connection.
     pub fn all(&self) -> Clients {
-        self.clients_for(Target::All)
+        self.clients_for(Recipients::All)
     }
 
     /// Every connection but the excluded ones.
@@ -101,7 +129,7 @@ impl HubContext {
         I: IntoIterator<Item = S>,
         S: Into<ConnectionId>,
     {
-        self.clients_for(Target::AllExcept(ids(excluded)))
+        self.clients_for(Recipients::AllExcept(ids(excluded)))
     }
 
     /// One connection, which can also be asked for a result.
@@ -118,12 +146,12 @@ impl HubContext {
         I: IntoIterator<Item = S>,
         S: Into<ConnectionId>,
     {
-        self.clients_for(Target::Connections(ids(connection_ids)))
+        self.clients_for(Recipients::Connections(ids(connection_ids)))
     }
 
     /// The members of a group.
     pub fn group(&self, group: impl Into<String>) -> Clients {
-        self.clients_for(Target::Group(group.into()))
+        self.clients_for(Recipients::Group(group.into()))
     }
 
     /// The members of several groups.
@@ -132,7 +160,9 @@ impl HubContext {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.clients_for(Target::Groups(groups.into_iter().map(Into::into).collect()))
+        self.clients_for(Recipients::Groups(
+            groups.into_iter().map(Into::into).collect(),
+        ))
     }
 
     /// The members of a group but the excluded connections.
@@ -141,12 +171,12 @@ impl HubContext {
         I: IntoIterator<Item = S>,
         S: Into<ConnectionId>,
     {
-        self.clients_for(Target::GroupExcept(group.into(), ids(excluded)))
+        self.clients_for(Recipients::GroupExcept(group.into(), ids(excluded)))
     }
 
     /// Every connection of a user.
     pub fn user(&self, user: impl Into<String>) -> Clients {
-        self.clients_for(Target::User(user.into()))
+        self.clients_for(Recipients::User(user.into()))
     }
 
     /// Every connection of several users.
@@ -155,7 +185,9 @@ impl HubContext {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.clients_for(Target::Users(users.into_iter().map(Into::into).collect()))
+        self.clients_for(Recipients::Users(
+            users.into_iter().map(Into::into).collect(),
+        ))
     }
 
     /// Adds a connection, on whichever server, to a group.
@@ -190,10 +222,19 @@ impl HubContext {
         self.inner.manager.group_members(group, limit).await
     }
 
-    fn clients_for(&self, target: Target) -> Clients {
+    fn clients_for(&self, target: Recipients) -> Clients {
         Clients {
             context: self.clone(),
             target,
+        }
+    }
+
+    async fn send_to(&self, recipients: &Recipients, message: &SerializedMessage) -> Result<()> {
+        let manager = &*self.inner.manager;
+        if self.queued {
+            manager.send_queued(recipients, message).await
+        } else {
+            recipients.send_confirmed(manager, message).await
         }
     }
 
@@ -214,25 +255,12 @@ where
     ids.into_iter().map(Into::into).collect()
 }
 
-/// Who a [`Clients`] proxy sends to.
-#[derive(Debug, Clone)]
-enum Target {
-    All,
-    AllExcept(Vec<ConnectionId>),
-    Connections(Vec<ConnectionId>),
-    Group(String),
-    Groups(Vec<String>),
-    GroupExcept(String, Vec<ConnectionId>),
-    User(String),
-    Users(Vec<String>),
-}
-
 /// A set of connections to send to; made by [`HubContext`] or
 /// [`CallContext`](crate::CallContext).
 #[derive(Debug, Clone)]
 pub struct Clients {
     context: HubContext,
-    target: Target,
+    target: Recipients,
 }
 
 impl Clients {
@@ -248,19 +276,7 @@ impl Clients {
 
     /// Sends an already serialized message.
     pub async fn send_serialized(&self, message: &SerializedMessage) -> Result<()> {
-        let manager = &self.context.inner.manager;
-        match &self.target {
-            Target::All => manager.send_all(message).await,
-            Target::AllExcept(excluded) => manager.send_all_except(message, excluded).await,
-            Target::Connections(ids) => manager.send_connections(ids, message).await,
-            Target::Group(group) => manager.send_group(group, message).await,
-            Target::Groups(groups) => manager.send_groups(groups, message).await,
-            Target::GroupExcept(group, excluded) => {
-                manager.send_group_except(group, message, excluded).await
-            }
-            Target::User(user) => manager.send_user(user, message).await,
-            Target::Users(users) => manager.send_users(users, message).await,
-        }
+        self.context.send_to(&self.target, message).await
     }
 }
 
@@ -283,9 +299,10 @@ impl Client {
     pub async fn send<A: Serialize>(&self, method: &str, arguments: A) -> Result<()> {
         let message = self.context.serialize(method, &arguments)?;
         self.context
-            .inner
-            .manager
-            .send_connection(&self.connection_id, &message)
+            .send_to(
+                &Recipients::Connection(self.connection_id.clone()),
+                &message,
+            )
             .await
     }
 
@@ -389,6 +406,13 @@ impl CallContext {
     /// Completes when [`CallContext::cancellation`] fires.
     pub async fn cancelled(&self) {
         self.cancel.cancelled().await;
+    }
+
+    /// This call's context, with sends that may return once queued for
+    /// the backplane when `queued`.
+    pub(crate) fn with_queued_sends(mut self, queued: bool) -> CallContext {
+        self.hub = self.hub.with_queued_sends(queued);
+        self
     }
 
     /// The hub.

@@ -426,7 +426,12 @@ impl HubSession {
         let Some((token, tracked)) = self.track(id) else {
             return;
         };
-        let ctx = self.call_context(token.clone());
+        // A non-blocking invocation's client waits for no answer: its sends
+        // may return once queued for the backplane (in order), so the next
+        // invocation need not wait for a backplane round trip.
+        let ctx = self
+            .call_context(token.clone())
+            .with_queued_sends(id.is_none());
         let future = match self.bind(&target, || {
             let mut arguments =
                 Arguments::new(&arguments, &stream_ids, Some(&self.state.uploads), &token);
