@@ -438,6 +438,15 @@ async fn queued_sends_report_a_stalled_redis() {
             "order-{i} did not arrive in order after the stall"
         );
     }
+    // And they are queued again: with Redis stalled once more, a send that
+    // waited for its answer could not succeed.
+    redis.pause();
+    let queued_again = s1.send_queued(&room, &message("m", ("again",))).await;
+    redis.resume();
+    assert!(
+        queued_again.is_ok(),
+        "sends are queued again once publishes succeed: {queued_again:?}"
+    );
 }
 
 /// Which sends of a hub method may return once queued: those of a

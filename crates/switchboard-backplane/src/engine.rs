@@ -473,6 +473,7 @@ impl<D: BackplaneDriver> Inner<D> {
             Ok(receivers) => {
                 bump(&self.counters.published);
                 self.counters.published_now();
+                self.outgoing.note_success();
                 Ok(receivers)
             }
             Err(e) => {

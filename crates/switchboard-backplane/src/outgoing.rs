@@ -23,7 +23,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -133,6 +135,14 @@ impl Outgoing {
         self.state.waiting.load(Ordering::Acquire) > 0
     }
 
+    /// Records that a publish made directly (not through the queue)
+    /// succeeded: the backplane answers again, and sends may be queued.
+    pub(crate) fn note_success(&self) {
+        if self.state.failing.load(Ordering::Relaxed) {
+            self.state.failing.store(false, Ordering::Relaxed);
+        }
+    }
+
     /// Queued publishes nobody waited for that were dropped, never handed
     /// to the driver: counted with the publish errors.
     pub(crate) fn expired(&self) -> u64 {
@@ -230,7 +240,9 @@ impl Outgoing {
 
 fn behind() -> Error {
     Error::BackplaneUnavailable {
-        reason: format!("the publish queue did not move for {WAIT_BEHIND:?}"),
+        reason: format!(
+            "no answer from the backplane within {WAIT_BEHIND:?} of queueing the publish"
+        ),
         source: None,
     }
 }
@@ -331,4 +343,134 @@ fn start(
             let _ = answer.send(result);
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use parking_lot::Mutex;
+
+    /// A publish that records the channels in the order it was handed them,
+    /// and answers after `delay` with `fail` deciding the outcome.
+    fn recording(delay: Duration, fail: Arc<AtomicBool>) -> (Publish, Arc<Mutex<Vec<String>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let publish: Publish = {
+            let seen = seen.clone();
+            Arc::new(move |channel, _payload| {
+                let seen = seen.clone();
+                let fail = fail.clone();
+                Box::pin(async move {
+                    seen.lock().push(channel);
+                    tokio::time::sleep(delay).await;
+                    if fail.load(Ordering::Relaxed) {
+                        Err(Error::BackplaneUnavailable {
+                            reason: "down".to_owned(),
+                            source: None,
+                        })
+                    } else {
+                        Ok(Some(1))
+                    }
+                })
+            })
+        };
+        (publish, seen)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn publishes_reach_the_driver_in_queue_order() {
+        let (publish, seen) = recording(Duration::from_millis(1), Arc::default());
+        let (outgoing, task) = Outgoing::start(publish);
+        tokio::spawn(task);
+        for i in 0..2_000 {
+            if i % 10 == 9 {
+                // One that waits goes behind those queued before it.
+                outgoing
+                    .publish_behind(i.to_string(), Bytes::new())
+                    .await
+                    .unwrap();
+            } else {
+                outgoing
+                    .try_queue(true, i.to_string(), Bytes::new())
+                    .unwrap();
+            }
+        }
+        outgoing.flush().await;
+        let expected: Vec<String> = (0..2_000).map(|i: i32| i.to_string()).collect();
+        assert_eq!(*seen.lock(), expected);
+        assert!(!outgoing.state.busy());
+    }
+
+    #[tokio::test]
+    async fn a_failed_publish_stops_queueing_until_one_succeeds() {
+        let fail = Arc::new(AtomicBool::new(true));
+        let (publish, _seen) = recording(Duration::ZERO, fail.clone());
+        let (outgoing, task) = Outgoing::start(publish);
+        tokio::spawn(task);
+        assert!(outgoing.try_queue(true, "a".into(), Bytes::new()).is_ok());
+        outgoing.flush().await;
+        // Its failure is known now: the next one is handed back, to wait.
+        assert!(outgoing.try_queue(true, "b".into(), Bytes::new()).is_err());
+        assert!(
+            outgoing
+                .publish_behind("c".into(), Bytes::new())
+                .await
+                .is_err()
+        );
+        fail.store(false, Ordering::Relaxed);
+        assert_eq!(
+            outgoing
+                .publish_behind("d".into(), Bytes::new())
+                .await
+                .unwrap(),
+            Some(1)
+        );
+        assert!(outgoing.try_queue(true, "e".into(), Bytes::new()).is_ok());
+        // A driver that says it is down is not queued for either.
+        assert!(outgoing.try_queue(false, "f".into(), Bytes::new()).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_queue_stops_queueing_and_drops_what_waited_too_long() {
+        // Publishes answered only after 3 s: a stall.
+        let (publish, seen) = recording(Duration::from_secs(3), Arc::default());
+        let (outgoing, task) = Outgoing::start(publish);
+        tokio::spawn(task);
+        for i in 0..MAX_IN_FLIGHT + 10 {
+            outgoing
+                .try_queue(true, i.to_string(), Bytes::new())
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(seen.lock().len(), MAX_IN_FLIGHT, "the rest wait for room");
+        tokio::time::sleep(STALLED).await;
+        assert!(
+            outgoing
+                .try_queue(true, "late".into(), Bytes::new())
+                .is_err(),
+            "nothing answered for {STALLED:?}: sends must wait again"
+        );
+        let waited = outgoing.publish_behind("behind".into(), Bytes::new()).await;
+        assert!(matches!(waited, Err(Error::BackplaneUnavailable { .. })));
+        // At 3 s the stalled publishes are answered; the ten that waited
+        // longer than WAIT_BEHIND for the driver are dropped and counted,
+        // and the one whose sender gave up is skipped.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(outgoing.expired(), 10);
+        assert_eq!(seen.lock().len(), MAX_IN_FLIGHT);
+        assert!(!outgoing.state.busy());
+        // Until a publish succeeds again, sends wait.
+        assert!(
+            outgoing
+                .try_queue(true, "again".into(), Bytes::new())
+                .is_err()
+        );
+        outgoing.note_success();
+        assert!(
+            outgoing
+                .try_queue(true, "again".into(), Bytes::new())
+                .is_ok()
+        );
+    }
 }

@@ -72,7 +72,18 @@ impl Receivers {
         match self {
             Receivers::WebSockets => SCENARIO,
             Receivers::ServerSentEvents => "chat: 2 servers, 50 SSE clients",
-            Receivers::LongPolling => "chat: 2 servers, 50 long-polling clients",
+            Receivers::LongPolling => "chat: 2 servers, 50 long-polling clients, queues of 16384",
+        }
+    }
+
+    /// The chat servers' arguments for these receivers. A long-polling
+    /// client takes its frames once per poll, and the burst outruns a poll
+    /// cycle: with the default queue of 1,024 frames, B's clients are
+    /// closed as slow consumers within the burst, so they get room for it.
+    fn server_args(self) -> &'static [&'static str] {
+        match self {
+            Receivers::LongPolling => &["--queue-capacity", "16384"],
+            Receivers::WebSockets | Receivers::ServerSentEvents => &[],
         }
     }
 }
@@ -148,8 +159,15 @@ pub async fn run(settings: &Settings) -> BenchResult<Vec<Row>> {
     let baseline = raw_run(&settings.redis_url, burst, seconds).await?;
     let mut rows = Vec::new();
     for receivers in Receivers::ALL {
-        let switchboard =
-            chat_run(&binary, &settings.redis_url, burst, seconds, receivers, &[]).await?;
+        let switchboard = chat_run(
+            &binary,
+            &settings.redis_url,
+            burst,
+            seconds,
+            receivers,
+            receivers.server_args(),
+        )
+        .await?;
         rows.extend(rows_of(
             receivers.scenario(),
             receivers,

@@ -40,7 +40,8 @@ const USAGE: &str = "\
 switchboard chat demo
 
 Usage: chat [--port N] [--redis URL] [--no-websockets] [--no-sse] [--no-long-polling]
-            [--reconnect-window-ms N] [--no-nodelay] [--axum-serve]
+            [--reconnect-window-ms N] [--queue-capacity N] [--no-nodelay]
+            [--axum-serve]
 
 Options:
   --port N      listen on 127.0.0.1:N (default 5000; 0 picks a free port)
@@ -53,6 +54,10 @@ Options:
   --reconnect-window-ms N
                 how long a stateful-reconnect connection whose socket
                 dropped waits for its client (default 15000)
+  --queue-capacity N
+                frames each connection may have waiting to be sent before it
+                counts as a slow consumer and is closed (default 1024); a
+                long-polling client needs room for what arrives between polls
   --no-nodelay  leave Nagle's algorithm on for accepted sockets (TCP_NODELAY
                 is set by default), for comparison
   --axum-serve  serve with plain axum::serve instead of switchboard's Server
@@ -75,6 +80,8 @@ struct Args {
     long_polling: bool,
     /// `--reconnect-window-ms`: the stateful reconnect window.
     reconnect_window: Option<Duration>,
+    /// Each connection's outbound queue, in frames; `None`: the default.
+    queue_capacity: Option<usize>,
     /// Off with `--no-nodelay`.
     nodelay: bool,
     /// `--axum-serve`: plain `axum::serve`.
@@ -87,6 +94,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
     let mut redis = None;
     let (mut websockets, mut server_sent_events, mut long_polling) = (true, true, true);
     let mut reconnect_window = None;
+    let mut queue_capacity = None;
     let mut nodelay = true;
     let mut axum_serve = false;
     while let Some(arg) = args.next() {
@@ -123,6 +131,13 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
                 })?;
                 reconnect_window = Some(Duration::from_millis(ms));
             }
+            "--queue-capacity" => {
+                let text = value("--queue-capacity")?;
+                let frames: usize = text.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
+                    format!("--queue-capacity: '{text}' is not a number of frames")
+                })?;
+                queue_capacity = Some(frames);
+            }
             other => return Err(format!("unknown argument '{other}'")),
         }
     }
@@ -138,6 +153,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
         server_sent_events,
         long_polling,
         reconnect_window,
+        queue_capacity,
         nodelay,
         axum_serve,
     }))
@@ -194,6 +210,9 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
         .long_polling(args.long_polling);
     if let Some(window) = args.reconnect_window {
         options = options.stateful_reconnect_window(window);
+    }
+    if let Some(frames) = args.queue_capacity {
+        options = options.queue_capacity(frames);
     }
     let hub = chat_hub(manager.clone());
     let (chat_router, chat) = endpoint("/hubs/chat", hub.clone(), options);
