@@ -131,7 +131,7 @@ enum Incoming {
     Nothing,
     /// Write this (an engine.io pong).
     Reply(Message),
-    /// The server ended the session.
+    /// The server closed the connection.
     Closed,
 }
 
@@ -170,7 +170,7 @@ fn packet(text: &str) -> Packet<'_> {
     }
 }
 
-/// Opens a socket.io v4 session on the default namespace over a WebSocket
+/// Opens a socket.io v4 connection to the default namespace over a WebSocket
 /// (no long-polling first): the engine.io open packet, `40`, the server's
 /// `40{...}`. Pings that come meanwhile are answered; other packets skipped.
 async fn connect_socketio(address: &str) -> BenchResult<Socket> {
