@@ -22,7 +22,7 @@
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::stream::{SplitSink, SplitStream};
@@ -211,8 +211,14 @@ fn keepalive() -> tokio::time::Interval {
 }
 
 /// One of B's clients: counts every `message` (and its latency while
-/// recording) until the socket closes; answers pings, sends keep-alives.
-fn receive(stack: Stack, mut socket: Socket, shared: Arc<Shared>) -> JoinHandle<()> {
+/// recording) until the socket closes, then counts itself in `closed`;
+/// answers pings, sends keep-alives.
+fn receive(
+    stack: Stack,
+    mut socket: Socket,
+    shared: Arc<Shared>,
+    closed: Arc<AtomicU64>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut keepalive = keepalive();
         loop {
@@ -241,6 +247,9 @@ fn receive(stack: Stack, mut socket: Socket, shared: Arc<Shared>) -> JoinHandle<
                 }
             }
         }
+        // Only a socket the server closed (or broke) gets here: the bench
+        // aborts the others at the end of a run.
+        closed.fetch_add(1, Ordering::Relaxed);
     })
 }
 
@@ -411,7 +420,8 @@ struct Run {
     burst_delivered: u64,
     burst_echoes: u64,
     deliveries_per_s: f64,
-    sender_burst_ns: f64,
+    /// `None` when the sender's connection failed before the burst was out.
+    sender_burst_ns: Option<f64>,
     steady_sent: u64,
     steady_delivered: u64,
     steady_echoes: u64,
@@ -426,6 +436,10 @@ struct Run {
     redis_steady: Option<f64>,
     rss_a: Option<f64>,
     rss_b: Option<f64>,
+    /// B's clients whose connection the server closed during the run.
+    clients_closed: u64,
+    /// Why the sender's connection to A failed, if it did.
+    sender_error: Option<String>,
 }
 
 impl Run {
@@ -467,6 +481,8 @@ impl Run {
             "redis_cpu_ns_per_message_steady": self.redis_steady,
             "peak_rss_a_bytes": self.rss_a,
             "peak_rss_b_bytes": self.rss_b,
+            "clients_closed": self.clients_closed,
+            "sender_error": self.sender_error,
         })
     }
 }
@@ -487,27 +503,16 @@ pub async fn run(settings: &Settings) -> BenchResult<Vec<Row>> {
     let seconds = settings.pick(5, 10);
     let runs = settings.pick(1, 3);
     let (mut switchboard, mut socketioxide) = (Vec::new(), Vec::new());
-    for _ in 0..runs {
-        switchboard.push(
-            run_once(
-                Stack::Switchboard,
-                &chat,
-                &settings.redis_url,
-                burst,
-                seconds,
-            )
-            .await?,
-        );
-        socketioxide.push(
-            run_once(
-                Stack::Socketioxide,
-                &peer,
-                &settings.redis_url,
-                burst,
-                seconds,
-            )
-            .await?,
-        );
+    for round in 1..=runs {
+        for (stack, binary, results) in [
+            (Stack::Switchboard, &chat, &mut switchboard),
+            (Stack::Socketioxide, &peer, &mut socketioxide),
+        ] {
+            let run = run_once(stack, binary, &settings.redis_url, burst, seconds)
+                .await
+                .map_err(|e| format!("{} run {round} of {runs}: {e}", stack.name()))?;
+            results.push(run);
+        }
     }
     Ok(rows(&switchboard, &socketioxide, burst, seconds))
 }
@@ -554,10 +559,11 @@ async fn run_once(
     };
     let (pid_a, pid_b) = (pid(&server_a, "A")?, pid(&server_b, "B")?);
     let shared = Arc::new(Shared::default());
+    let closed = Arc::new(AtomicU64::new(0));
     let mut receivers = Vec::with_capacity(CLIENTS);
     for _ in 0..CLIENTS {
         let socket = stack.connect(server_b.address()).await?;
-        receivers.push(receive(stack, socket, shared.clone()));
+        receivers.push(receive(stack, socket, shared.clone(), closed.clone()));
     }
     let sender = Sender::start(stack, stack.connect(server_a.address()).await?);
     tokio::time::sleep(SETTLE).await;
@@ -573,15 +579,11 @@ async fn run_once(
         count: burst,
         done,
     })?;
-    let flushed = match flushed.await {
-        Ok(at) => at,
-        Err(_) => {
-            sender.close().await?;
-            return Err("the sender's connection to server A closed during the burst".into());
-        }
-    };
+    // If the sender's connection fails, the run goes on: what did not
+    // arrive counts as lost, and the writer's error is reported with it.
+    let flushed = flushed.await.ok();
     run.burst_sent = burst;
-    run.sender_burst_ns = flushed.saturating_sub(start) as f64;
+    run.sender_burst_ns = flushed.map(|at| at.saturating_sub(start) as f64);
     run.burst_delivered = shared.arrivals.wait_for(burst * clients, STALL).await;
     run.deliveries_per_s = super::rate(
         run.burst_delivered,
@@ -628,12 +630,12 @@ async fn run_once(
 
     run.rss_a = peak_rss(pid_a).ok().map(|b| b as f64);
     run.rss_b = peak_rss(pid_b).ok().map(|b| b as f64);
-    let closed = sender.close().await;
+    run.clients_closed = closed.load(Ordering::Relaxed);
+    run.sender_error = sender.close().await.err().map(|e| e.to_string());
     for receiver in receivers {
         receiver.abort();
     }
     drop((server_a, server_b));
-    closed?;
     Ok(run)
 }
 
@@ -664,6 +666,20 @@ fn rows(switchboard: &[Run], socketioxide: &[Run], burst: u64, seconds: u32) -> 
                 "; {name} did not deliver {burst_lost} (burst) + {steady_lost} (1k/s) to B's \
                  clients and {echoes_lost} to the sender"
             ));
+        }
+        let closed: u64 = runs.iter().map(|r| r.clients_closed).sum();
+        if closed > 0 {
+            note.push_str(&format!(
+                "; {name}'s server B closed {closed} client connections"
+            ));
+        }
+        for (round, run) in runs.iter().enumerate() {
+            if let Some(error) = &run.sender_error {
+                note.push_str(&format!(
+                    "; {name} run {}: the sender's connection to A failed ({error})",
+                    round + 1
+                ));
+            }
         }
     }
     let details = json!({
@@ -742,7 +758,7 @@ fn rows(switchboard: &[Run], socketioxide: &[Run], burst: u64, seconds: u32) -> 
         row(
             "sender's burst duration",
             Unit::Nanos,
-            &|r| Some(r.sender_burst_ns),
+            &|r| r.sender_burst_ns,
             Target::None,
         ),
         row(
