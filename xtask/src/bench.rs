@@ -4,8 +4,9 @@
 //! The measuring is done by `switchboard-bench` (in the `switchboard-tests` package): it runs
 //! each scenario and its raw-Redis baseline, prints the table and writes
 //! `target/bench/results.json`. This module only prepares what it needs: the release builds
-//! (the bench itself with B9's `bare-ws` server and, for B6 and B9, the chat example), the
-//! server and, for B7, the cluster.
+//! (the bench itself with B9's `bare-ws` server, for B6, B8 and B9 the chat example, and for B8
+//! the socketioxide server of `tests/peer`, a package outside the workspace), the server and,
+//! for B7, the cluster.
 
 use std::{
     ffi::OsString,
@@ -43,6 +44,9 @@ const BENCH_BINARY: &str = "switchboard-bench";
 const BARE_BINARY: &str = "bare-ws";
 /// The example B6 runs, built with `cargo build --release --example chat`.
 const CHAT_EXAMPLE: &str = "chat";
+/// B8's socketioxide server: its manifest (a workspace of its own) and its binary.
+const PEER_MANIFEST: &str = "tests/peer/Cargo.toml";
+const PEER_BINARY: &str = "switchboard-peer";
 
 /// Runs `cargo xtask bench`.
 pub(crate) fn run(options: &Options) -> Result<(), String> {
@@ -63,17 +67,32 @@ pub(crate) fn run(options: &Options) -> Result<(), String> {
     let bench = release.join(BENCH_BINARY);
 
     let mut args: Vec<OsString> = Vec::new();
-    if options.selected("B6") || options.selected("B9") {
-        step("building the chat example (release) for B6 and B9");
+    if options.selected("B6") || options.selected("B8") || options.selected("B9") {
+        step("building the chat example (release) for B6, B8 and B9");
         match build_chat() {
             Ok(()) => {
                 args.push("--chat".into());
                 args.push(release.join("examples").join(CHAT_EXAMPLE).into());
             }
             Err(why) => {
-                eprintln!("xtask: B6 and B9 will be skipped: {why}");
+                eprintln!("xtask: B6, B8 and B9 will be skipped: {why}");
                 args.push("--chat-missing".into());
                 args.push(format!("chat example not built ({why})").into());
+            }
+        }
+    }
+    if options.selected("B8") {
+        step("building the socketioxide peer (release, tests/peer) for B8");
+        let peer_target = target.join("peer");
+        match build_peer(&peer_target) {
+            Ok(binary) => {
+                args.push("--peer".into());
+                args.push(binary.into());
+            }
+            Err(why) => {
+                eprintln!("xtask: B8 will be skipped: {why}");
+                args.push("--peer-missing".into());
+                args.push(format!("socketioxide peer not built ({why})").into());
             }
         }
     }
@@ -179,15 +198,40 @@ fn build_chat() -> Result<(), String> {
     if output.status.success() && chat_binary_exists(&crate::target_dir()) {
         return Ok(());
     }
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let first_error = stderr
+    Err(format!(
+        "`cargo build --release --example {CHAT_EXAMPLE}`: {}",
+        first_error(&output.stderr)
+    ))
+}
+
+/// Builds B8's socketioxide server into `peer_target` (a target dir of its own: the package is
+/// its own workspace, with its own lock file and dependencies); on failure, says why in one line.
+fn build_peer(peer_target: &Path) -> Result<PathBuf, String> {
+    let output = Command::new(crate::cargo())
+        .args(["build", "--release", "--manifest-path", PEER_MANIFEST])
+        .env("CARGO_TARGET_DIR", peer_target)
+        .current_dir(crate::project_root())
+        .output()
+        .map_err(|err| format!("could not run cargo: {err}"))?;
+    let binary = peer_target.join("release").join(PEER_BINARY);
+    if output.status.success() && binary.is_file() {
+        return Ok(binary);
+    }
+    Err(format!(
+        "`cargo build --release --manifest-path {PEER_MANIFEST}`: {}",
+        first_error(&output.stderr)
+    ))
+}
+
+/// cargo's first error line in `stderr`.
+fn first_error(stderr: &[u8]) -> String {
+    let stderr = String::from_utf8_lossy(stderr);
+    stderr
         .lines()
         .find(|line| line.starts_with("error"))
         .unwrap_or("cargo build failed")
-        .trim();
-    Err(format!(
-        "`cargo build --release --example {CHAT_EXAMPLE}`: {first_error}"
-    ))
+        .trim()
+        .to_owned()
 }
 
 /// Whether the built example is where the bench will look for it.
@@ -209,6 +253,7 @@ mod tests {
         assert!(options.selected("B1"));
         assert!(options.selected("B3"));
         assert!(!options.selected("B6"));
+        assert!(!options.selected("B8"));
         assert!(!options.selected("B9"));
         assert!(Options::default().selected("B6"));
     }

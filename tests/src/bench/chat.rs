@@ -40,15 +40,15 @@ pub const CLIENTS: usize = 50;
 /// Messages per second in the latency phase.
 pub const RATE: u32 = 1_000;
 /// The text argument's length (it starts with the timestamp).
-const TEXT_LEN: usize = 64;
+pub(crate) const TEXT_LEN: usize = 64;
 /// The hub's path on the chat server.
 const HUB_PATH: &str = "/hubs/chat";
 /// How long a chat server has to print its address.
 const STARTUP: Duration = Duration::from_secs(30);
 /// How long the receivers may stay silent before the rest counts as lost.
-const STALL: Duration = Duration::from_secs(3);
+pub(crate) const STALL: Duration = Duration::from_secs(3);
 /// The record separator that ends every JSON hub protocol message.
-const RS: char = '\u{1e}';
+pub(crate) const RS: char = '\u{1e}';
 const SCENARIO: &str = "chat: 2 servers, 50 ws clients";
 const NODELAY_SCENARIO: &str = "chat: 2 servers, 50 ws clients, TCP_NODELAY on (pairs)";
 const NAGLE_SCENARIO: &str = "chat: 2 servers, 50 ws clients, TCP_NODELAY off (pairs)";
@@ -90,15 +90,15 @@ impl Receivers {
 
 /// What the receiving side shares.
 #[derive(Debug, Default)]
-struct Shared {
-    arrivals: Arrivals,
-    recording: AtomicBool,
+pub(crate) struct Shared {
+    pub(crate) arrivals: Arrivals,
+    pub(crate) recording: AtomicBool,
     samples: Mutex<Vec<u64>>,
 }
 
 impl Shared {
     /// Counts one received message, and its latency when recording.
-    fn received(&self, now: u64, stamp: Option<u64>) {
+    pub(crate) fn received(&self, now: u64, stamp: Option<u64>) {
         self.arrivals.add(1);
         if let (true, Some(sent)) = (self.recording.load(Ordering::Relaxed), stamp) {
             if let Ok(mut samples) = self.samples.lock() {
@@ -107,7 +107,7 @@ impl Shared {
         }
     }
 
-    fn take_samples(&self) -> Vec<u64> {
+    pub(crate) fn take_samples(&self) -> Vec<u64> {
         let mut samples = self
             .samples
             .lock()
@@ -275,9 +275,8 @@ fn rows_of(
     ]
 }
 
-/// A chat example process, killed when dropped.
-/// A server process (the chat example, or B9's `bare-ws`), killed when
-/// dropped.
+/// A server process (the chat example, B8's socketioxide peer, or B9's
+/// `bare-ws`), killed when dropped.
 pub(crate) struct ChatServer {
     child: Child,
     /// `host:port`.
@@ -285,7 +284,11 @@ pub(crate) struct ChatServer {
 }
 
 impl ChatServer {
-    async fn start(binary: &Path, redis_url: &str, extra: &[&str]) -> BenchResult<ChatServer> {
+    pub(crate) async fn start(
+        binary: &Path,
+        redis_url: &str,
+        extra: &[&str],
+    ) -> BenchResult<ChatServer> {
         let mut args = vec!["--port", "0", "--redis", redis_url];
         args.extend_from_slice(extra);
         ChatServer::spawn(binary, &args).await
@@ -294,18 +297,35 @@ impl ChatServer {
     /// Starts `binary` with `args` and waits until it prints
     /// `listening on http://<address>`.
     pub(crate) async fn spawn(binary: &Path, args: &[&str]) -> BenchResult<ChatServer> {
+        ChatServer::spawn_with_stdin(binary, args, Stdio::null()).await
+    }
+
+    /// [`ChatServer::spawn`], with `stdin` as the child's standard input (a
+    /// pipe stays open as long as the process is ours).
+    pub(crate) async fn spawn_with_stdin(
+        binary: &Path,
+        args: &[&str],
+        stdin: Stdio,
+    ) -> BenchResult<ChatServer> {
+        let name = binary.file_name().map_or_else(
+            || binary.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
         let mut child = Command::new(binary)
             .args(args)
             .env("RUST_LOG", "warn")
             // Only an explicit --redis scales out (B9 wants the in-memory manager).
             .env_remove("SWITCHBOARD_REDIS_URL")
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-        let stdout = child.stdout.take().ok_or("the chat server has no stdout")?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| format!("{name} has no stdout"))?;
         let mut lines = BufReader::new(stdout).lines();
         let address = tokio::time::timeout(STARTUP, async {
             while let Some(line) = lines.next_line().await? {
@@ -317,8 +337,8 @@ impl ChatServer {
             Err::<String, std::io::Error>(std::io::ErrorKind::UnexpectedEof.into())
         })
         .await
-        .map_err(|_| "the chat server did not print its address in time")?
-        .map_err(|e| format!("the chat server exited before listening: {e}"))?;
+        .map_err(|_| format!("{name} did not print its address within {STARTUP:?}"))?
+        .map_err(|e| format!("{name} exited before listening: {e}"))?;
         // Keep reading so the server never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(ChatServer { child, address })
@@ -335,13 +355,13 @@ impl ChatServer {
     }
 }
 
-type Socket =
+pub(crate) type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Connects a client (skipping negotiation) and completes the handshake.
 /// Nagle's algorithm is off on the client's side, as browsers and Node's
 /// `ws` have it.
-async fn connect(address: &str) -> BenchResult<Socket> {
+pub(crate) async fn connect(address: &str) -> BenchResult<Socket> {
     let url = format!("ws://{address}{HUB_PATH}");
     let (mut socket, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
     handshake(&mut socket).await?;
@@ -409,7 +429,7 @@ fn find_target(record: &[u8]) -> bool {
 }
 
 /// A `Broadcast(text)` invocation, framed.
-fn broadcast(text: &str) -> Message {
+pub(crate) fn broadcast(text: &str) -> Message {
     Message::text(format!(
         "{{\"type\":1,\"target\":\"Broadcast\",\"arguments\":[\"{text}\"]}}{RS}"
     ))

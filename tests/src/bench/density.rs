@@ -446,7 +446,7 @@ fn rss(pid: u32) -> BenchResult<u64> {
 }
 
 /// The CPU time (user + system) process `pid` used so far, in seconds.
-fn cpu_seconds(pid: u32) -> BenchResult<f64> {
+pub(crate) fn cpu_seconds(pid: u32) -> BenchResult<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The fields after the command name, which is in parentheses: state is
     // field 3 of the whole line, utime 14, stime 15.

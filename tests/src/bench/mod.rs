@@ -7,8 +7,10 @@
 //! two, because this machine runs other work at the same time and absolute
 //! numbers move from run to run. B7 compares switchboard with itself: the
 //! same workload on one Redis node (its baseline) and on a 3-master Redis
-//! Cluster, in the same run. B9 (connection density) uses no Redis: its
-//! baseline is a bare axum WebSocket server (`bare-ws`).
+//! Cluster, in the same run. B8 compares switchboard with another real-time
+//! server: B6's chat workload on socketioxide (socket.io) with its Redis
+//! adapter, the baseline, beside the chat example. B9 (connection density)
+//! uses no Redis: its baseline is a bare axum WebSocket server (`bare-ws`).
 //!
 //! The binary `switchboard-bench` parses the command line, runs the selected
 //! scenarios on one multi-threaded tokio runtime and prints a [`report`].
@@ -22,6 +24,7 @@ pub mod fanout;
 pub mod http_clients;
 pub mod latency;
 pub mod memory;
+pub mod peer;
 pub mod presence;
 pub mod raw;
 pub mod report;
@@ -57,8 +60,10 @@ pub struct Settings {
     pub quick: bool,
     /// Scenario ids to run (upper case); `None` = all.
     pub only: Option<Vec<String>>,
-    /// The chat example for B6 and B9, or why there is none.
+    /// The chat example for B6, B8 and B9, or why there is none.
     pub chat: Chat,
+    /// B8's socketioxide server (`tests/peer`), or why there is none.
+    pub peer: Peer,
     /// The Redis Cluster for B7, or why there is none.
     pub cluster: Cluster,
     /// This program, re-run as a child for B5.
@@ -82,6 +87,15 @@ impl Settings {
 /// The chat server binary of B6.
 #[derive(Debug, Clone)]
 pub enum Chat {
+    /// Built: run this.
+    Binary(PathBuf),
+    /// Not available; the text says why.
+    Missing(String),
+}
+
+/// The socketioxide server of B8 (package `switchboard-peer`, `tests/peer`).
+#[derive(Debug, Clone)]
+pub enum Peer {
     /// Built: run this.
     Binary(PathBuf),
     /// Not available; the text says why.

@@ -16,6 +16,9 @@ pub enum Unit {
     PerSecond,
     /// A duration in nanoseconds, printed in microseconds.
     Nanos,
+    /// A short duration in nanoseconds (CPU time per message), printed in
+    /// microseconds with two decimals.
+    FineNanos,
     /// A size in bytes.
     Bytes,
     /// A duration in seconds (CPU time, for instance).
@@ -28,7 +31,7 @@ impl Unit {
     fn name(self) -> &'static str {
         match self {
             Unit::PerSecond => "1/s",
-            Unit::Nanos => "ns",
+            Unit::Nanos | Unit::FineNanos => "ns",
             Unit::Bytes => "B",
             Unit::Seconds => "s",
             Unit::Share => "fraction",
@@ -43,6 +46,7 @@ impl Unit {
             Unit::PerSecond => format!("{value:.0}/s"),
             Unit::Nanos if value >= 1e6 => format!("{:.2} ms", value / 1e6),
             Unit::Nanos => format!("{:.0} us", value / 1e3),
+            Unit::FineNanos => format!("{:.2} us", value / 1e3),
             Unit::Bytes => format!("{value:.0} B"),
             Unit::Seconds => format!("{value:.2} s"),
             Unit::Share => format!("{:.0} %", value * 100.0),
@@ -57,6 +61,8 @@ pub enum Target {
     None,
     /// switchboard / baseline >= this.
     RatioAtLeast(f64),
+    /// switchboard / baseline <= this (lower is better: CPU, latency).
+    RatioAtMost(f64),
     /// switchboard >= this, in the row's unit.
     AtLeast(f64),
     /// switchboard <= this, in the row's unit.
@@ -70,6 +76,7 @@ impl Target {
         match self {
             Target::None => "-".to_owned(),
             Target::RatioAtLeast(r) => format!(">= {r} x base"),
+            Target::RatioAtMost(r) => format!("<= {r} x base"),
             Target::AtLeast(v) => format!(">= {}", unit.format(v)),
             Target::AtMost(v) => format!("<= {}", unit.format(v)),
             Target::PlusAtMost(v) => format!("<= base + {}", unit.format(v)),
@@ -81,6 +88,7 @@ impl Target {
         match self {
             Target::None => None,
             Target::RatioAtLeast(r) => baseline.map(|b| b > 0.0 && s / b >= r),
+            Target::RatioAtMost(r) => baseline.map(|b| b > 0.0 && s / b <= r),
             Target::AtLeast(v) => Some(s >= v),
             Target::AtMost(v) => Some(s <= v),
             Target::PlusAtMost(v) => baseline.map(|b| s <= b + v),
@@ -416,7 +424,14 @@ mod tests {
             row(151.0, 100.0, Target::PlusAtMost(50.0)).met(),
             Some(false)
         );
+        assert_eq!(row(50.0, 100.0, Target::RatioAtMost(0.5)).met(), Some(true));
+        assert_eq!(
+            row(51.0, 100.0, Target::RatioAtMost(0.5)).met(),
+            Some(false)
+        );
+        assert_eq!(row(1.0, 0.0, Target::RatioAtMost(1.0)).met(), Some(false));
         assert_eq!(row(1.0, 1.0, Target::None).met(), None);
+        assert_eq!(Unit::FineNanos.format(1_234.0), "1.23 us");
         assert!(table(&[row(1.0, 2.0, Target::AtLeast(1.0))]).contains("0.50"));
     }
 }

@@ -578,7 +578,7 @@ async fn redis_cpu(urls: &[String]) -> BenchResult<Vec<f64>> {
 }
 
 /// `used_cpu_sys + used_cpu_user` of the server at `url`.
-fn cpu_seconds(url: &str) -> BenchResult<f64> {
+pub(crate) fn cpu_seconds(url: &str) -> BenchResult<f64> {
     let info = raw::info(url, "cpu")?;
     let field = |name: &str| -> BenchResult<f64> {
         raw::info_field(&info, name)

@@ -4,6 +4,7 @@
 //! ```text
 //! switchboard-bench --redis <url> [--quick] [--only B1,B3] [--out <path>]
 //!                   [--chat <chat example binary> | --chat-missing <reason>]
+//!                   [--peer <switchboard-peer binary> | --peer-missing <reason>]
 //!                   (B9 also runs `bare-ws`, found beside this binary)
 //!                   [--cluster <redis-cluster:// url> | --cluster-missing <reason>]
 //! ```
@@ -20,16 +21,17 @@ use std::time::Instant;
 
 use switchboard_tests::bench::report::{self, Machine, Row};
 use switchboard_tests::bench::{
-    BenchResult, Chat, Cluster, Settings, chat, churn, density, fanout, latency, memory, presence,
-    raw, shards, throughput,
+    BenchResult, Chat, Cluster, Peer, Settings, chat, churn, density, fanout, latency, memory,
+    peer, presence, raw, shards, throughput,
 };
 
 const USAGE: &str = "usage: switchboard-bench --redis <url> [--quick] [--only B1,B3] [--out <path>] \
                      [--chat <binary> | --chat-missing <reason>] \
+                     [--peer <binary> | --peer-missing <reason>] \
                      [--cluster <url> | --cluster-missing <reason>]";
 
 /// The scenarios, in the order they run.
-const SCENARIOS: [(&str, &str); 9] = [
+const SCENARIOS: [(&str, &str); 10] = [
     ("B1", "send_all throughput A->B"),
     ("B2", "send_connection latency at 5k/s"),
     ("B3", "send_group to 10k members"),
@@ -42,6 +44,10 @@ const SCENARIOS: [(&str, &str); 9] = [
     (
         "B7",
         "send_group over 100 groups, 1 node vs 3-master cluster",
+    ),
+    (
+        "B8",
+        "peer row: the chat workload on switchboard and on socketioxide",
     ),
     (
         "B9",
@@ -70,6 +76,7 @@ fn parse() -> Result<Invocation, String> {
     let mut only = None;
     let mut out = PathBuf::from("target/bench/results.json");
     let mut chat = Chat::Missing("no --chat binary given".to_owned());
+    let mut peer = Peer::Missing("no --peer binary given".to_owned());
     let mut cluster = Cluster::Missing("no --cluster URL given".to_owned());
     let mut child = None;
     let mut count = 0;
@@ -88,13 +95,15 @@ fn parse() -> Result<Invocation, String> {
                     .iter()
                     .find(|id| !SCENARIOS.iter().any(|(known, _)| known == id))
                 {
-                    return Err(format!("unknown scenario {bad} (known: B1..B7, B9, B10)"));
+                    return Err(format!("unknown scenario {bad} (known: B1..B10)"));
                 }
                 only = Some(ids);
             }
             "--out" => out = PathBuf::from(value("--out")?),
             "--chat" => chat = Chat::Binary(PathBuf::from(value("--chat")?)),
             "--chat-missing" => chat = Chat::Missing(value("--chat-missing")?),
+            "--peer" => peer = Peer::Binary(PathBuf::from(value("--peer")?)),
+            "--peer-missing" => peer = Peer::Missing(value("--peer-missing")?),
             "--cluster" => cluster = Cluster::Url(value("--cluster")?),
             "--cluster-missing" => cluster = Cluster::Missing(value("--cluster-missing")?),
             "--child" => child = Some(value("--child")?),
@@ -118,6 +127,7 @@ fn parse() -> Result<Invocation, String> {
             quick,
             only,
             chat,
+            peer,
             cluster,
             self_exe,
         },
@@ -189,6 +199,7 @@ async fn bench(settings: Settings, out: PathBuf) -> BenchResult<()> {
             "B4" => churn::run(&settings).await,
             "B5" => memory::run(&settings).await,
             "B6" => chat::run(&settings).await,
+            "B8" => peer::run(&settings).await,
             "B9" => density::run(&settings).await,
             "B10" => presence::run(&settings).await,
             _ => shards::run(&settings).await,
