@@ -517,12 +517,20 @@ pub async fn run(settings: &Settings) -> BenchResult<Vec<Row>> {
     Ok(rows(&switchboard, &socketioxide, burst, seconds))
 }
 
+/// The chat example's arguments in B8: queues as deep as the peer's.
+const SWITCHBOARD_ARGS: &[&str] = &["--queue-capacity", "65536"];
+
 /// Starts server A and B of `stack`.
 async fn servers(stack: Stack, binary: &Path, url: &str) -> BenchResult<(ChatServer, ChatServer)> {
     match stack {
+        // Each connection may queue as many frames as socketioxide's
+        // per-socket buffer holds (`--socket-buffer`, 65,536 in tests/peer):
+        // with the default 1,024, the sender's own copies of its burst can
+        // outrun its connection on A, which then closes it as a slow
+        // consumer.
         Stack::Switchboard => Ok((
-            ChatServer::start(binary, url, &[]).await?,
-            ChatServer::start(binary, url, &[]).await?,
+            ChatServer::start(binary, url, SWITCHBOARD_ARGS).await?,
+            ChatServer::start(binary, url, SWITCHBOARD_ARGS).await?,
         )),
         Stack::Socketioxide => {
             // A prefix of the run's own: these two servers hear only each other.
