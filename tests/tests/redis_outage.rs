@@ -360,11 +360,46 @@ async fn delivery_resumes_after_redis_stall() {
 /// else the default publish timeout (750 ms), plus scheduling slack.
 const QUEUED_SEND_BOUND: Duration = Duration::from_secs(3);
 
+/// What a send made by [`burst`] came to.
+struct Sent {
+    started: Instant,
+    took: Duration,
+    result: switchboard_core::Result<()>,
+}
+
+/// Queued sends to `recipients` back to back (a burst: each follows the
+/// last within microseconds), from a task of their own, until `stop`.
+fn burst(
+    server: &Arc<dyn HubLifetimeManager>,
+    recipients: Recipients,
+    stop: &tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<Vec<Sent>> {
+    let server = server.clone();
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        let mut sent = Vec::new();
+        while !stop.is_cancelled() {
+            let started = Instant::now();
+            let result = server
+                .send_queued(&recipients, &message("m", ("burst",)))
+                .await;
+            sent.push(Sent {
+                started,
+                took: started.elapsed(),
+                result,
+            });
+            tokio::task::yield_now().await;
+        }
+        sent
+    })
+}
+
 /// Sends that may return once queued (those of non-blocking invocations)
-/// meet a stalled Redis. The first returns without an answer (nothing could
-/// answer it); once the queue stops moving they wait for their answers
-/// again and fail within a bound; the queued publishes that failed are
-/// counted; afterwards queued sends are delivered again, in order.
+/// meet a stalled Redis in the middle of a burst. Sends made after the
+/// stall began return without an answer (nothing could answer them); once
+/// the queue stops moving they wait for their answers again and fail
+/// within a bound; the queued publishes that failed are counted; afterwards
+/// queued sends are delivered again, in order, and queued again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_sends_report_a_stalled_redis() {
     init_logging();
@@ -380,27 +415,40 @@ async fn queued_sends_report_a_stalled_redis() {
         .unwrap();
     assert_delivered(&mut [&mut b], "before").await;
     let errors_before = s1.stats().backplane_publish_errors;
+    // The burst goes to a group nobody is in: Redis carries it, no
+    // connection's queue has to hold it.
+    let nobody = Recipients::Group("nobody".to_owned());
 
-    // --- stall
+    // --- stall, in the middle of a burst
+    let stop = tokio_util::sync::CancellationToken::new();
+    let sending = burst(&s1, nobody.clone(), &stop);
+    tokio::time::sleep(Duration::from_millis(20)).await;
     redis.pause();
-    let first = s1.send_queued(&room, &message("m", ("queued",))).await;
-    assert!(
-        first.is_ok(),
-        "a queued send waits for no answer, and the queue was healthy: {first:?}"
-    );
-    let stalled = Instant::now();
-    let (mut worst, mut queued, mut failures) = (Duration::ZERO, 0u32, 0u32);
-    while stalled.elapsed() < Duration::from_secs(5) {
-        let started = Instant::now();
-        match s1.send_queued(&room, &message("m", ("during",))).await {
-            Ok(()) => queued += 1,
-            Err(Error::BackplaneUnavailable { .. }) => failures += 1,
-            Err(e) => panic!("unexpected error during the stall: {e}"),
-        }
-        worst = worst.max(started.elapsed());
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    let paused = Instant::now();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop.cancel();
+    let sent = sending.await.unwrap();
+    let after: Vec<&Sent> = sent.iter().filter(|s| s.started >= paused).collect();
+    let queued = after.iter().filter(|s| s.result.is_ok()).count();
+    let failures = after
+        .iter()
+        .filter(|s| matches!(s.result, Err(Error::BackplaneUnavailable { .. })))
+        .count();
+    if let Some(other) = after.iter().find_map(|s| s.result.as_ref().err()) {
+        assert!(
+            matches!(other, Error::BackplaneUnavailable { .. }),
+            "unexpected error during the stall: {other}"
+        );
     }
-    println!("during the stall: {queued} queued, {failures} failed, slowest {worst:?}");
+    let worst = sent.iter().map(|s| s.took).max().unwrap_or_default();
+    println!(
+        "during the stall: {queued} queued, {failures} failed, slowest {worst:?} ({} sends before it)",
+        sent.len() - after.len()
+    );
+    assert!(
+        queued > 0,
+        "sends in a burst are queued: they return without an answer, which a stalled Redis cannot give"
+    );
     assert!(
         failures > 0,
         "queued sends to a stalled Redis must fail once the queue stops moving"
@@ -411,7 +459,7 @@ async fn queued_sends_report_a_stalled_redis() {
     );
     let errors = s1.stats().backplane_publish_errors - errors_before;
     assert!(
-        errors > u64::from(failures),
+        errors > failures as u64,
         "the queued publishes that failed are counted too: {errors} errors, {failures} sends failed"
     );
 
@@ -438,37 +486,49 @@ async fn queued_sends_report_a_stalled_redis() {
             "order-{i} did not arrive in order after the stall"
         );
     }
-    // And they are queued again: with Redis stalled once more, a send that
-    // waited for its answer could not succeed.
+
+    // And they are queued again: a burst through a second stall has sends
+    // that return without an answer.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let sending = burst(&s1, nobody, &stop);
+    tokio::time::sleep(Duration::from_millis(20)).await;
     redis.pause();
-    let queued_again = s1.send_queued(&room, &message("m", ("again",))).await;
+    let paused = Instant::now();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.cancel();
+    let sent = sending.await.unwrap();
     redis.resume();
     assert!(
-        queued_again.is_ok(),
-        "sends are queued again once publishes succeed: {queued_again:?}"
+        sent.iter().any(|s| s.started >= paused && s.result.is_ok()),
+        "sends are queued again once publishes succeed"
     );
 }
 
 /// Which sends of a hub method may return once queued: those of a
 /// non-blocking invocation (the client waits for no answer), unless the
-/// method asks for confirmation. Told apart with a stalled Redis, which
-/// answers nothing: a send that waited for its answer fails.
+/// method asks for confirmation. Told apart with Redis stalled in the
+/// middle of a run of non-blocking invocations: a send that waits for its
+/// answer then fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_non_blocking_invocations_queue_their_sends() {
     use switchboard_core::protocol::{HubMessage, Invocation, Protocol};
     use switchboard_core::{CallContext, Connection, ConnectionOptions, Hub};
 
+    /// A method's send: which method, when it started, whether it succeeded.
+    type Outcome = (&'static str, Instant, bool);
+
     init_logging();
     let redis = RedisProcess::start();
     let manager = server(&redis.url()).await;
-    let (outcomes, mut outcome) = tokio::sync::mpsc::unbounded_channel::<(&str, bool)>();
+    let (outcomes, mut outcome) = tokio::sync::mpsc::unbounded_channel::<Outcome>();
     let shout = {
         let outcomes = outcomes.clone();
         move |ctx: CallContext, (): ()| {
             let outcomes = outcomes.clone();
             async move {
-                let sent = ctx.all().send("m", ("shout",)).await;
-                let _ = outcomes.send(("shout", sent.is_ok()));
+                let started = Instant::now();
+                let sent = ctx.group("nobody").send("m", ("shout",)).await;
+                let _ = outcomes.send(("shout", started, sent.is_ok()));
                 Ok(())
             }
         }
@@ -476,8 +536,13 @@ async fn only_non_blocking_invocations_queue_their_sends() {
     let confirmed = move |ctx: CallContext, (): ()| {
         let outcomes = outcomes.clone();
         async move {
-            let sent = ctx.confirmed().all().send("m", ("confirmed",)).await;
-            let _ = outcomes.send(("confirmed", sent.is_ok()));
+            let started = Instant::now();
+            let sent = ctx
+                .confirmed()
+                .group("nobody")
+                .send("m", ("confirmed",))
+                .await;
+            let _ = outcomes.send(("confirmed", started, sent.is_ok()));
             Ok(())
         }
     };
@@ -486,7 +551,7 @@ async fn only_non_blocking_invocations_queue_their_sends() {
         .method("Confirmed", confirmed)
         .build(manager.clone());
     let (connection, _outbound) = Connection::new(ConnectionOptions::new(Protocol::Json));
-    let session = hub.connect(connection).await.unwrap();
+    let session = Arc::new(hub.connect(connection).await.unwrap());
     let invoke = |id: Option<&str>, target: &str| {
         HubMessage::Invocation(Invocation {
             invocation_id: id.map(str::to_owned),
@@ -495,21 +560,60 @@ async fn only_non_blocking_invocations_queue_their_sends() {
             stream_ids: vec![],
         })
     };
-    let mut next = async || {
+    async fn next(outcome: &mut tokio::sync::mpsc::UnboundedReceiver<Outcome>) -> Outcome {
         tokio::time::timeout(Duration::from_secs(10), outcome.recv())
             .await
             .expect("the method ran")
             .unwrap()
+    }
+
+    // Non-blocking invocations back to back, from a task of their own.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let feeding = tokio::spawn({
+        let session = session.clone();
+        let stop = stop.clone();
+        let shout = invoke(None, "Shout");
+        async move {
+            while !stop.is_cancelled() {
+                session.handle(shout.clone()).await;
+            }
+        }
+    });
+    for _ in 0..50 {
+        assert!(
+            next(&mut outcome).await.2,
+            "Redis answers: every send succeeds"
+        );
+    }
+    redis.pause();
+    let paused = Instant::now();
+    let queued = loop {
+        let (_, started, ok) = next(&mut outcome).await;
+        if started >= paused {
+            break ok;
+        }
     };
+    redis.resume();
+    stop.cancel();
+    feeding.await.unwrap();
+    assert!(
+        queued,
+        "a non-blocking invocation's send in a run of them is queued: it returns without an answer"
+    );
+    // Let the run's last invocations finish.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    while outcome.try_recv().is_ok() {}
 
     redis.pause();
-    session.handle(invoke(None, "Shout")).await;
-    assert_eq!(next().await, ("shout", true), "non-blocking: queued");
     session.handle(invoke(Some("1"), "Shout")).await;
-    assert_eq!(next().await, ("shout", false), "blocking: waits, fails");
+    assert!(
+        !next(&mut outcome).await.2,
+        "blocking: waits for the answer, fails"
+    );
     session.handle(invoke(None, "Confirmed")).await;
+    let (method, _, ok) = next(&mut outcome).await;
     assert_eq!(
-        next().await,
+        (method, ok),
         ("confirmed", false),
         "confirmed: waits, fails"
     );

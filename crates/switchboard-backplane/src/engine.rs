@@ -440,17 +440,24 @@ impl<D: BackplaneDriver> Inner<D> {
         }
     }
 
-    /// Publishes one envelope without waiting for the answer when the
-    /// publish queue is healthy; else as [`Inner::publish`].
+    /// Publishes one envelope without waiting for the answer, in a burst of
+    /// sends and while the publish queue is healthy; else as
+    /// [`Inner::publish`].
     async fn publish_queued(&self, channel: String, envelope: Bytes) -> Result<()> {
         self.check_size(&envelope)?;
-        match self
-            .outgoing
-            .try_queue(self.driver.is_connected(), channel, envelope)
-        {
-            Ok(()) => Ok(()),
-            Err((channel, envelope)) => self.publish(channel, envelope).await.map(drop),
-        }
+        let result = if self.outgoing.in_burst() {
+            match self
+                .outgoing
+                .try_queue(self.driver.is_connected(), channel, envelope)
+            {
+                Ok(()) => Ok(()),
+                Err((channel, envelope)) => self.publish(channel, envelope).await.map(drop),
+            }
+        } else {
+            self.publish(channel, envelope).await.map(drop)
+        };
+        self.outgoing.sent();
+        result
     }
 
     fn check_size(&self, envelope: &Bytes) -> Result<()> {
@@ -478,6 +485,7 @@ impl<D: BackplaneDriver> Inner<D> {
             }
             Err(e) => {
                 bump(&self.counters.publish_errors);
+                self.outgoing.note_failure();
                 Err(e)
             }
         }

@@ -46,6 +46,10 @@ pub(crate) const STALLED: Duration = Duration::from_millis(500);
 /// handed to the driver by then is failed (and counted) instead of
 /// published late.
 pub(crate) const WAIT_BEHIND: Duration = Duration::from_secs(2);
+/// Sends closer together than this are a burst, and queued; a send that
+/// follows the last one later than this, while nothing is queued or under
+/// way, publishes and waits for its answer instead.
+pub(crate) const BURST_GAP: Duration = Duration::from_micros(500);
 /// How long shutdown waits for the queued publishes.
 pub(crate) const FLUSH: Duration = Duration::from_secs(2);
 
@@ -84,6 +88,9 @@ struct State {
     /// Queued publishes nobody waited for, dropped after waiting
     /// [`WAIT_BEHIND`] for the driver.
     expired: AtomicU64,
+    /// When a send that could be queued last returned: nanoseconds since
+    /// `epoch`, plus one (0: never).
+    last_send: AtomicU64,
     epoch: Instant,
 }
 
@@ -122,6 +129,7 @@ impl Outgoing {
             progress: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             expired: AtomicU64::new(0),
+            last_send: AtomicU64::new(0),
             epoch: Instant::now(),
         });
         let task = run(publish, items, state.clone());
@@ -133,6 +141,34 @@ impl Outgoing {
     /// none are.
     pub(crate) fn has_waiting(&self) -> bool {
         self.state.waiting.load(Ordering::Acquire) > 0
+    }
+
+    /// Whether a send that may be queued should be: while publishes are
+    /// queued or under way, or when it comes within [`BURST_GAP`] of the
+    /// last such send. A lone send publishes and waits for its answer
+    /// instead: the wait delays no send behind it, and handing the publish
+    /// to the queue's task would cost a task wake-up for nothing.
+    pub(crate) fn in_burst(&self) -> bool {
+        let state = &self.state;
+        if state.busy() {
+            return true;
+        }
+        let last = state.last_send.load(Ordering::Relaxed);
+        last != 0 && Duration::from_nanos(state.now().saturating_sub(last - 1)) < BURST_GAP
+    }
+
+    /// Records that a send that could be queued returns now.
+    pub(crate) fn sent(&self) {
+        let state = &self.state;
+        state
+            .last_send
+            .store(state.now().saturating_add(1), Ordering::Relaxed);
+    }
+
+    /// Records that a publish made directly (not through the queue)
+    /// failed: sends wait for their answers until one succeeds.
+    pub(crate) fn note_failure(&self) {
+        self.state.failing.store(true, Ordering::Relaxed);
     }
 
     /// Records that a publish made directly (not through the queue)

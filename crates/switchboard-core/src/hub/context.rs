@@ -100,7 +100,8 @@ impl HubContext {
     /// and report its failure, even in a non-blocking invocation.
     ///
     /// In the calls of non-blocking invocations (the client asked for no
-    /// answer) a send returns once it is queued for the backplane, so that
+    /// answer) a send made in a burst returns once it is queued for the
+    /// backplane, so that
     /// consecutive invocations do not each wait for a round trip; a failure
     /// found later is counted and logged. A method that must know whether
     /// its send reached the backplane sends through this context.
