@@ -42,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 use super::chat::ChatServer;
 use super::http_clients::{self, OnRecord};
 use super::report::{Row, Target, Unit};
-use super::{BenchResult, Chat, Settings, windowed};
+use super::{BenchResult, Chat, Settings, proc_status_bytes, windowed};
 
 /// Connections made and kept before the first reading.
 const WARMUP: usize = 200;
@@ -341,13 +341,13 @@ async fn measure_kind(
             return Err(format!("only {warm} of {WARMUP} warm-up connections opened").into());
         }
         tokio::time::sleep(WARMUP_SETTLE).await;
-        let rss_before = rss(pid)?;
+        let rss_before = proc_status_bytes(pid, "VmRSS")?;
         let (connected, elapsed) = connect_all(WARMUP, count).await;
         if connected < count {
             return Err(format!("only {connected} of {count} connections opened").into());
         }
         tokio::time::sleep(SETTLE).await;
-        let rss_after = rss(pid)?;
+        let rss_after = proc_status_bytes(pid, "VmRSS")?;
         let cpu_start = cpu_seconds(pid)?;
         let window_start = Instant::now();
         tokio::time::sleep(IDLE_WINDOW).await;
@@ -431,18 +431,6 @@ async fn idle_client(
             }
         }
     }
-}
-
-/// The resident set size of process `pid`, in bytes.
-fn rss(pid: u32) -> BenchResult<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse::<u64>().ok())
-        .ok_or("no VmRSS in /proc/<pid>/status")?;
-    Ok(kib * 1024)
 }
 
 /// The CPU time (user + system) process `pid` used so far, in seconds.

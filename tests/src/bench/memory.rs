@@ -19,7 +19,7 @@ use switchboard_core::protocol::Protocol;
 use switchboard_core::{Connection, ConnectionOptions, ConnectionReceiver, HubLifetimeManager};
 
 use super::report::{Row, Target, Unit};
-use super::{BenchResult, PREFIX, Settings, hub_name, manager, raw, windowed};
+use super::{BenchResult, PREFIX, Settings, hub_name, manager, proc_status_bytes, raw, windowed};
 
 /// Connections made and kept before the first reading.
 const WARMUP: usize = 1_000;
@@ -147,17 +147,6 @@ pub fn child_main(kind: &str, url: &str, count: usize) -> BenchResult<()> {
     Ok(())
 }
 
-/// VmRSS of this process in bytes.
-fn rss() -> BenchResult<u64> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kb| kb * 1024)
-        .ok_or_else(|| "no VmRSS in /proc/self/status".into())
-}
-
 async fn switchboard_child(url: &str, count: usize) -> BenchResult<Readings> {
     let manager = manager(url, &hub_name("b5")).await?;
     let mut held: Vec<(Connection, ConnectionReceiver)> = Vec::new();
@@ -176,10 +165,10 @@ async fn switchboard_child(url: &str, count: usize) -> BenchResult<Readings> {
     };
     connect(WARMUP, &mut held).await;
     tokio::time::sleep(SETTLE).await;
-    let (rss_before, redis_before) = (rss()?, raw::used_memory(url)?);
+    let (rss_before, redis_before) = (proc_status_bytes("self", "VmRSS")?, raw::used_memory(url)?);
     let connected = connect(count, &mut held).await;
     tokio::time::sleep(SETTLE).await;
-    let (rss_after, redis_after) = (rss()?, raw::used_memory(url)?);
+    let (rss_after, redis_after) = (proc_status_bytes("self", "VmRSS")?, raw::used_memory(url)?);
     if connected != count || manager.store().len() != WARMUP + count {
         return Err(format!("only {connected} of {count} connections registered").into());
     }
@@ -211,10 +200,10 @@ async fn raw_child(url: &str, count: usize) -> BenchResult<Readings> {
     };
     subscribe(WARMUP).await?;
     tokio::time::sleep(SETTLE).await;
-    let (rss_before, redis_before) = (rss()?, raw::used_memory(url)?);
+    let (rss_before, redis_before) = (proc_status_bytes("self", "VmRSS")?, raw::used_memory(url)?);
     let subscribed = subscribe(count).await?;
     tokio::time::sleep(SETTLE).await;
-    let (rss_after, redis_after) = (rss()?, raw::used_memory(url)?);
+    let (rss_after, redis_after) = (proc_status_bytes("self", "VmRSS")?, raw::used_memory(url)?);
     if subscribed != count {
         return Err(format!("only {subscribed} of {count} channels subscribed").into());
     }

@@ -327,6 +327,18 @@ pub fn envelope_len(message: &SerializedMessage) -> usize {
     .len()
 }
 
+/// A size field of `/proc/<process>/status` (`VmRSS`, `VmHWM`, ...), in
+/// bytes; `process` is a pid or `self`.
+pub fn proc_status_bytes(process: impl std::fmt::Display, field: &str) -> BenchResult<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{process}/status"))?;
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .ok_or_else(|| format!("no {field} in /proc/{process}/status"))?;
+    Ok(kib * 1024)
+}
 /// Per-second rate of `count` items over `ns` nanoseconds.
 pub fn rate(count: u64, ns: u64) -> f64 {
     if ns == 0 {

@@ -36,8 +36,8 @@ use tokio_tungstenite::tungstenite::Message;
 use super::chat::{self, CLIENTS, ChatServer, RATE, RS, STALL, Shared, Socket, TEXT_LEN};
 use super::report::{Row, Target, Unit};
 use super::{
-    BenchResult, Chat, Peer, Settings, density, hub_name, median, now_ns, pace, quantile,
-    read_stamp, shards, stamped,
+    BenchResult, Chat, Peer, Settings, density, hub_name, median, now_ns, pace, proc_status_bytes,
+    quantile, read_stamp, shards, stamped,
 };
 
 const ID: &str = "B8";
@@ -395,18 +395,6 @@ impl Usage {
     }
 }
 
-/// The peak resident set size (`VmHWM`) of process `pid`, in bytes.
-fn peak_rss(pid: u32) -> BenchResult<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse::<u64>().ok())
-        .ok_or("no VmHWM in /proc/<pid>/status")?;
-    Ok(kib * 1024)
-}
-
 /// Nanoseconds of CPU per item, if there were items.
 fn per(seconds: f64, items: u64) -> Option<f64> {
     (items > 0).then(|| seconds * 1e9 / items as f64)
@@ -636,8 +624,8 @@ async fn run_once(
     run.p50 = quantile(&samples, 0.5).map(|v| v as f64);
     run.p99 = quantile(&samples, 0.99).map(|v| v as f64);
 
-    run.rss_a = peak_rss(pid_a).ok().map(|b| b as f64);
-    run.rss_b = peak_rss(pid_b).ok().map(|b| b as f64);
+    run.rss_a = proc_status_bytes(pid_a, "VmHWM").ok().map(|b| b as f64);
+    run.rss_b = proc_status_bytes(pid_b, "VmHWM").ok().map(|b| b as f64);
     run.clients_closed = closed.load(Ordering::Relaxed);
     run.sender_error = sender.close().await.err().map(|e| e.to_string());
     for receiver in receivers {
